@@ -139,10 +139,10 @@ class Process(ABC):
         if steps == 1:
             return torch.tensor([t_hi], dtype=torch.float64)
         u = torch.linspace(0, 1, steps, dtype=torch.float64)
-        if spacing == "uniform":
-            return t_hi + (t_lo - t_hi) * u
-        if spacing == "quadratic":
-            return t_lo + (t_hi - t_lo) * (1 - u) ** 2
+        if spacing in ("uniform", "quadratic"):
+            t = t_hi + (t_lo - t_hi) * u if spacing == "uniform" else t_lo + (t_hi - t_lo) * (1 - u) ** 2
+            t[0], t[-1] = t_hi, t_lo  # exact ends, free of rounding
+            return t
         ends = torch.tensor([t_hi, t_lo], dtype=torch.float64)
         lam_hi, lam_lo = self.log_snr(ends).tolist()  # lambda at t_max (small) and t_min (large)
         if spacing == "logsnr":

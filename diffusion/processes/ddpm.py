@@ -98,6 +98,15 @@ class DDPM(Process):
         i, _ = self._segment(t.double())
         return -self._slope.to(t.device)[i]
 
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        """Closed form: abar = sigmoid(lambda), then invert the piecewise-linear log abar(t) on its segment."""
+        target = torch.nn.functional.logsigmoid(lam.double())
+        grid = self._log_abar.to(target.device)  # decreasing, at t = -1, 0, ..., N-1
+        # segment (i-1, i] holds the target where grid[i] >= target > grid[i+1]
+        i = torch.searchsorted(-grid, -target.contiguous(), right=False).clamp(1, self.num_steps) - 1
+        slope = self._slope.to(target.device)[i]
+        return (i - 1) + (target - grid[i]) / slope
+
     def sample_t(self, batch: int, generator: torch.Generator | None = None, device=None) -> Tensor:
         """Training times: a uniform step index in {0, ..., N-1}, as float."""
         return torch.randint(0, self.num_steps, (batch,), generator=generator, device=device).float()

@@ -1,0 +1,141 @@
+r"""Training losses, one small class each (EDM ``loss.py`` style).
+
+A loss is built with its process and called as ``loss(model, x0, class_labels=None, generator=None)``,
+returning the per-sample loss, shape (batch,). ``model`` is a ``parameterization.EpsModel``:
+``model.raw(x_t, t, class_labels)`` is the network's own prediction (eps, x0, v or score) and
+``model(x_t, t, class_labels)`` its eps prediction. A plain callable ``model(x_t, t) -> eps`` is treated as
+an eps-predicting network. Class labels pass through untouched (the trainer drops them for CFG).
+
+All losses draw t, then eps ~ N(0, I), from ``generator`` and noise x_t = alpha_t x0 + sigma_t eps.
+"""
+from __future__ import annotations
+
+
+import torch
+from torch import Tensor
+
+from diffusion.likelihood.bound import ddpm_prior_kl, ddpm_terms
+from diffusion.parameterization import from_eps
+from diffusion.processes.base import Process
+
+WEIGHTINGS = ("sigma2", "likelihood")
+
+
+def _raw(model, x_t: Tensor, t: Tensor, class_labels: Tensor | None) -> tuple[Tensor, str]:
+    """The network's own output and what it predicts."""
+    if hasattr(model, "raw"):
+        return model.raw(x_t, t, class_labels), model.prediction
+    return (model(x_t, t) if class_labels is None else model(x_t, t, class_labels)), "eps"
+
+
+def _eps(model, x_t: Tensor, t: Tensor, class_labels: Tensor | None) -> Tensor:
+    return model(x_t, t) if class_labels is None else model(x_t, t, class_labels)
+
+
+def _mean_flat(x: Tensor) -> Tensor:
+    return x.flatten(1).mean(1)
+
+
+class EpsMSE:
+    r"""DDPM's L_simple (Ho et al. 2020 eq. 14): E_{t, eps} mean_dims |target - net(x_t, t)|^2, t ~ process.sample_t.
+
+    The target is in the network's own prediction space, target = from_eps(prediction, eps): eps itself,
+    x0, or v = alpha eps - sigma x0 (Salimans & Ho 2022). Each has the same minimiser, the posterior mean
+    E[eps | x_t] mapped into that space (the maps are affine in eps given x_t); they weight t differently.
+    """
+
+    def __init__(self, process: Process):
+        self.process = process
+
+    def __call__(self, model, x0: Tensor, class_labels: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        t = self.process.sample_t(x0.shape[0], generator=generator, device=x0.device).double()  # float64 coefficients
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = self.process.noise(x0, t, eps)
+        out, prediction = _raw(model, x_t, t.to(x0.dtype), class_labels)
+        target = from_eps(prediction, self.process, x_t, t, eps)
+        return _mean_flat((out.to(x0.dtype) - target) ** 2)
+
+
+class DSM:
+    r"""Continuous denoising score matching (Song et al. 2021 eq. 7), mean over dimensions:
+
+        lambda(t) |score_theta(x_t, t) + eps / sigma_t|^2,   t ~ process.sample_t (U[t_eps, t_max] for SDEs),
+
+    weighting ``"sigma2"``: lambda = sigma^2, which makes it |eps_theta - eps|^2, i.e. ``EpsMSE`` for an
+    eps network (identical draws from the same generator on an SDE); ``"likelihood"``: lambda = g^2 (Song,
+    Durkan, Murray & Ermon 2021), so the loss is g^2/sigma^2 times the sigma2 one and its t-integral is the
+    data-dependent part of their likelihood bound (divided by d, reduced to a mean over dimensions).
+
+    ``importance_sampling=True`` draws t with density g^2/sigma^2 / Z on [t_eps, t_max] (uniform in
+    lambda = log SNR, Z = lambda(t_eps) - lambda(t_max)) and multiplies by the ratio of densities
+    Z sigma^2 / (g^2 (t_max - t_eps)): the same expectation as uniform t. With the likelihood weighting
+    this makes the loss Z / (t_max - t_eps) |eps_theta - eps|^2 (mean over dims), whose variance no
+    longer blows up near t_eps.
+    """
+
+    def __init__(self, process: Process, weighting: str = "sigma2", importance_sampling: bool = False):
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+        self.process, self.weighting, self.importance_sampling = process, weighting, importance_sampling
+
+    def sample_t(self, batch: int, generator: torch.Generator | None, device) -> tuple[Tensor, Tensor]:
+        """Times (float64) and the importance weight relative to uniform t (ones without importance sampling)."""
+        p = self.process
+        if not self.importance_sampling:  # the process's training times (uniform for the SDEs), as EpsMSE draws them
+            return p.sample_t(batch, generator=generator, device=device).double(), torch.ones(batch, dtype=torch.float64, device=device)
+        u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+        lam_lo, lam_hi = p.log_snr(torch.tensor([p.t_max, p.t_eps], dtype=torch.float64, device=device)).tolist()
+        t = p.t_from_log_snr(lam_lo + (lam_hi - lam_lo) * u)
+        return t, (lam_hi - lam_lo) * p.sigma2(t) / (p.g2(t) * (p.t_max - p.t_eps))
+
+    def __call__(self, model, x0: Tensor, class_labels: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        t, weight = self.sample_t(x0.shape[0], generator, x0.device)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = self.process.noise(x0, t, eps)
+        # sigma^2 |score + eps/sigma|^2 = |eps - eps_theta|^2 with score = -eps_theta/sigma
+        loss = _mean_flat((_eps(model, x_t, t.to(x0.dtype), class_labels).to(x0.dtype) - eps) ** 2)
+        if self.weighting == "likelihood":
+            weight = weight * self.process.g2(t) / self.process.sigma2(t)
+        return weight.to(x0.dtype) * loss
+
+
+class VLBLoss:
+    r"""The DDPM variational bound as a loss (fixed reverse variance), per dimension in nats.
+
+    One term per sample: t ~ U{0, ..., N-1}, N * L_t (L_0 the decoder, L_t the KL of ``likelihood.bound``)
+    plus the closed-form prior KL, divided by d: an unbiased one-draw estimate of
+    ``variational_bound(process, model, x0) / d``. Gradients reach the model's mean only (the variance is
+    fixed), so no stop-gradient is needed as with Nichol & Dhariwal's learned variance.
+    """
+
+    def __init__(self, process: Process, variance: str = "beta"):
+        if process.continuous:
+            raise ValueError("VLBLoss is the discrete DDPM bound; for an SDE use DSM(process, weighting='likelihood')")
+        self.process, self.variance = process, variance
+
+    def __call__(self, model, x0: Tensor, class_labels: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        p = self.process
+        t = torch.randint(0, p.num_steps, (x0.shape[0],), generator=generator, device=x0.device).double()
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        terms = ddpm_terms(p, model, x0, t, eps, variance=self.variance, class_labels=class_labels)
+        return (p.num_steps * terms + ddpm_prior_kl(p, x0)) / x0[0].numel()
+
+
+class HybridLoss:
+    r"""Nichol & Dhariwal 2021 eq. 16: L_hybrid = L_simple + vlb_weight * L_vlb, with L_vlb the full bound
+    estimate of ``VLBLoss`` (so vlb_weight = 0.001 at N = 1000 weights the sampled term by N/1000 = 1, as in
+    their code). The two terms use independent draws of t and eps."""
+
+    def __init__(self, process: Process, vlb_weight: float = 0.001, variance: str = "beta"):
+        self.simple, self.vlb, self.vlb_weight = EpsMSE(process), VLBLoss(process, variance), float(vlb_weight)
+
+    def __call__(self, model, x0: Tensor, class_labels: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        return (self.simple(model, x0, class_labels, generator)
+                + self.vlb_weight * self.vlb(model, x0, class_labels, generator))
+
+
+__all__ = ["EpsMSE", "DSM", "VLBLoss", "HybridLoss"]
