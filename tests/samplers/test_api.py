@@ -1,0 +1,163 @@
+"""``sample``: the registry, option checking, errors, classifier-free guidance, NFE counting and the configs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from diffusion import processes
+from diffusion.samplers import SAMPLER_PROCESSES, SAMPLERS, CountingModel, sample, sampler_options
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "sampler"
+
+
+def _one_line_error(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and len(message) < 300, message
+    return message
+
+
+def test_unknown_sampler_lists_the_samplers():
+    with pytest.raises(ValueError) as excinfo:
+        sample(processes.VPSDE(), lambda x, t: x, (2, 2), sampler="heun")
+    message = _one_line_error(excinfo)
+    assert "'heun'" in message and all(name in message for name in SAMPLERS)
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(ValueError) as excinfo:
+        sample(processes.VPSDE(), lambda x, t: x, (2, 2), sampler="ddim", etaa=0.5)
+    message = _one_line_error(excinfo)
+    assert "etaa" in message and "eta" in message.split("valid options:")[1] and "spacing" in message
+
+
+def test_ddpm_on_an_sde_names_the_alternative():
+    with pytest.raises(ValueError) as excinfo:
+        sample(processes.VPSDE(), lambda x, t: x, (2, 2), sampler="ddpm", steps=10)
+    message = _one_line_error(excinfo)
+    assert "ddim" in message and "eta=1" in message and "euler_maruyama" in message
+
+
+@pytest.mark.parametrize("sampler,options,words", [
+    ("ddim", {"eta": 1.5}, ["eta", "[0, 1]"]),
+    ("ddim", {"spacing": "cubic"}, ["cubic", "logsnr"]),
+    ("ddpm", {"variance": "large"}, ["large", "beta_tilde"]),
+    ("pc", {"predictor": "heun"}, ["heun", "reverse_diffusion"]),
+    ("ode", {"method": "rk45"}, ["rk45", "dopri5"]),
+    ("euler_maruyama", {"noise_scale": -1.0}, ["noise_scale", ">= 0"]),
+])
+def test_bad_option_values_are_one_line(sampler, options, words):
+    process = processes.DDPM("linear", 100) if sampler == "ddpm" else processes.VPSDE()
+    with pytest.raises(ValueError) as excinfo:
+        sample(process, lambda x, t: x, (2, 2), sampler=sampler, steps=10, **options)
+    message = _one_line_error(excinfo)
+    assert all(w in message for w in words), message
+
+
+def test_too_many_ddpm_steps():
+    with pytest.raises(ValueError) as excinfo:
+        sample(processes.DDPM("linear", 100), lambda x, t: x, (2, 2), sampler="ddpm", steps=200)
+    assert "steps <= 100" in _one_line_error(excinfo)
+
+
+def test_guidance_without_labels():
+    with pytest.raises(ValueError) as excinfo:
+        sample(processes.VPSDE(), lambda x, t: x, (2, 2), guidance_scale=2.0)
+    assert "class_labels" in _one_line_error(excinfo)
+
+
+def test_x_T_is_drawn_from_the_prior_with_the_generator():
+    process = processes.VESDE()
+    identity = CountingModel(lambda x, t: torch.zeros_like(x))  # eps = 0: every sampler returns x_T unchanged
+    x = sample(process, identity, (3, 5), "ddim", steps=4, generator=torch.Generator().manual_seed(7))
+    expected = process.prior_sample((3, 5), torch.Generator().manual_seed(7))
+    assert torch.equal(x, expected) and x.dtype == torch.float32 and identity.nfe == 4
+    x64 = sample(process, identity, None, "ddim", steps=4, x_T=expected.double())
+    assert x64.dtype == torch.float64  # a given x_T keeps its dtype
+
+
+def test_runs_without_grad():
+    weight = torch.nn.Parameter(torch.tensor(0.5))
+    x = sample(processes.VPSDE(), lambda x, t: weight * x, (4, 2), "dpmpp_2m", steps=5,
+               generator=torch.Generator().manual_seed(0))
+    assert not x.requires_grad
+
+
+def test_progress_bar(capsys):
+    sample(processes.VPSDE(), lambda x, t: x, (2, 2), "ddim", steps=3, progress=True)
+    assert "ddim" in capsys.readouterr().err
+
+
+# ---- classifier-free guidance -----------------------------------------------------------------------------
+
+
+class _LabelModel:
+    """eps = (label + 1) * x, so the guided eps is known in closed form; the null label is num_classes = 3."""
+
+    num_classes = 3
+
+    def __call__(self, x, t, class_labels):
+        return (class_labels.to(x.dtype) + 1)[:, None] * x
+
+
+@pytest.mark.parametrize("w", [0.0, 1.0, 3.0])
+def test_classifier_free_guidance(w):
+    """One DDIM step (steps=1) returns x0_pred = (x - sigma eps)/alpha at t_max, with the guided eps
+    eps_u + w (eps_c - eps_u) = (4 + w (label - 3)) x; both branches cost one batched call."""
+    process = processes.VPSDE()
+    x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 0])
+    model = CountingModel(_LabelModel())
+    out = sample(process, model, None, "ddim", steps=1, x_T=x_T, class_labels=labels, guidance_scale=w)
+    t = torch.tensor([process.t_max], dtype=torch.float64)
+    eps = (4 + w * (labels.double() - 3))[:, None] * x_T
+    # rtol 1e-9: where eps = x, x - sigma eps cancels to 1 - sigma(t_max) = 3e-5, costing 4-5 of float64's 16 digits
+    assert torch.allclose(out, (x_T - process.sigma(t) * eps) / process.alpha(t), rtol=1e-9, atol=0)
+    assert model.nfe == 1
+
+
+def test_conditional_without_guidance_passes_the_labels():
+    process = processes.VPSDE()
+    x_T = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2])
+    out = sample(process, _LabelModel(), None, "ddim", steps=1, x_T=x_T, class_labels=labels)
+    guided = sample(process, _LabelModel(), None, "ddim", steps=1, x_T=x_T, class_labels=labels, guidance_scale=1.0)
+    assert torch.allclose(out, guided, rtol=1e-9, atol=0)  # same cancellation as above
+
+
+def test_null_class_needs_a_source():
+    def model(x, t, class_labels):
+        return x
+
+    with pytest.raises(ValueError) as excinfo:
+        sample(processes.VPSDE(), model, (2, 2), class_labels=torch.tensor([0, 1]), guidance_scale=2.0)
+    assert "null_class" in _one_line_error(excinfo)
+    out = sample(processes.VPSDE(), model, (2, 2), class_labels=torch.tensor([0, 1]), guidance_scale=2.0, null_class=10)
+    assert out.shape == (2, 2)
+
+
+# ---- registry and configs ---------------------------------------------------------------------------------
+
+
+def test_every_sampler_has_a_config_with_its_defaults():
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(SAMPLERS)
+    for name in SAMPLERS:
+        cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
+        assert cfg.pop("name") == name and isinstance(cfg.pop("steps"), int)
+        assert cfg == sampler_options(name), name  # every option, with the function's own default
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_config_runs_on_every_supported_process(name):
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
+    cfg.pop("name"), cfg.pop("steps")
+    for process in [processes.DDPM("linear", 100), processes.VPSDE(), processes.SubVPSDE(), processes.VESDE()]:
+        if process.name not in SAMPLER_PROCESSES[name]:
+            continue
+        model = CountingModel(lambda x, t: 0.1 * x)
+        x = sample(process, model, (2, 3), sampler=name, steps=5, generator=torch.Generator().manual_seed(0), **cfg)
+        assert x.shape == (2, 3) and torch.isfinite(x).all()
+        expected = {"pc": 5 * (1 + cfg.get("corrector_steps", 0)), "ode": None}.get(name, 5)
+        assert expected is None or model.nfe == expected, (name, process, model.nfe)
