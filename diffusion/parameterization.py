@@ -104,3 +104,23 @@ class EpsModel(nn.Module):
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
         out = self.raw(x, t, class_labels)
         return to_eps(self.prediction, self.process, x, t, out.to(x.dtype))
+
+
+def clip_denoised(model, process: Process, limit: float = 1.0):
+    """``model(x, t) -> eps`` whose implied x0_pred is clipped to [-limit, limit], the data range of images.
+
+    eps' = (x - alpha clip(x0_pred)) / sigma. Every sampler then sees a denoised estimate inside the data range:
+    the "clip_denoised" of Ho et al.'s sampler (diffusers' ``clip_sample``), here for all samplers at once.
+    It changes the model, so likelihoods are computed without it.
+    """
+
+    def clipped(x: Tensor, t: Tensor, **kwargs) -> Tensor:
+        eps = model(x, t, **kwargs)
+        alpha, sigma = _coefs(process, t, x)
+        x0_pred = ((x - sigma * eps) / alpha).clamp(-limit, limit)
+        return (x - alpha * x0_pred) / sigma
+
+    for attr in ("null_class", "num_classes", "net"):  # keep what samplers look up for guidance
+        if hasattr(model, attr):
+            setattr(clipped, attr, getattr(model, attr))
+    return clipped

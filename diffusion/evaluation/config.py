@@ -1,0 +1,99 @@
+"""Typed schemas of ``sample.py`` and ``evaluate.py``, registered in Hydra's ConfigStore.
+
+``configs/sample.yaml`` and ``configs/evaluate.yaml`` start from ``sample_schema`` / ``evaluate_schema``: a value of
+the wrong type or an unknown key (``n=abc``, ``likelihood.rtl=1e-3``) fails when the command line is composed, before
+anything runs. ``sampler`` is the free-form ``configs/sampler/<name>.yaml`` ({name, steps, ...options}): the sampler
+itself rejects options it does not have. Model and process are never configured here: they come from the
+checkpoint's saved config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+class Task(Enum):
+    likelihood = "likelihood"
+    sweep = "sweep"
+    fid = "fid"
+
+
+class Divergence(Enum):
+    exact = "exact"
+    hutchinson = "hutchinson"
+
+
+@dataclass
+class SampleConfig:
+    ckpt: str = MISSING  # a checkpoint file or a train.py run folder (its latest checkpoint)
+    sampler: Any = MISSING  # configs/sampler/<name>.yaml: {name, steps, ...options}
+    n: int = 64
+    batch_size: int = 64
+    seed: int = 0
+    out: Optional[str] = None  # default: <run dir>/samples/<sampler>_<steps>_seed<seed>
+    ema: bool = True  # the EMA weights (false: the raw trained weights)
+    device: str = "auto"  # auto | cpu | cuda | cuda:<i>
+    class_labels: Optional[Any] = None  # conditional models: an int or a list, cycled (default 0..K-1 cycled)
+    guidance_scale: Optional[float] = None  # classifier-free guidance weight w (1: plain conditional)
+    grid: int = 64  # samples shown in the PNG grid (0: no grid)
+    progress: bool = True
+
+
+@dataclass
+class LikelihoodConfig:
+    ode: bool = True
+    bound: bool = True
+    method: str = "dopri5"  # a torchdiffeq solver
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    divergence: Divergence = Divergence.exact
+    probes: int = 1  # Hutchinson probes per image (divergence=hutchinson)
+    t_samples: Optional[int] = None  # bound's time samples (None: all N terms for DDPM, 256 strata for an SDE)
+    dtype: str = "float32"  # float32 | float64
+
+
+@dataclass
+class SweepConfig:
+    samplers: List[str] = field(default_factory=lambda: ["ddim", "dpmpp_2m"])
+    steps: List[int] = field(default_factory=lambda: [5, 10, 20])
+    # per-sampler option overrides on top of configs/sampler/<name>.yaml, e.g. {pc: {snr: 0.1}}
+    options: Optional[Any] = None
+    grids: bool = True  # save the first 16 samples of every row as a PNG
+
+
+@dataclass
+class FIDConfig:
+    inception: str = "auto"  # auto (when the Inception weights can be had) | true (required) | false
+    digit_fd: str = "auto"  # auto (1x28x28 MNIST digits) | true | false
+    inception_weights: Optional[str] = None  # a local copy of torch-fidelity's Inception weights
+    inception_url: Optional[str] = None  # where to download them (default: torch-fidelity's release)
+
+
+@dataclass
+class EvaluateConfig:
+    ckpt: Optional[str] = None  # a checkpoint file or run folder (task=fid without it needs data=...)
+    task: Task = Task.likelihood
+    n: int = 256  # test images (likelihood) or samples per row (sweep)
+    batch_size: int = 64
+    seed: int = 0
+    out: Optional[str] = None  # default: <run dir>/eval
+    ema: bool = True
+    device: str = "auto"
+    progress: bool = True
+    samples: Optional[str] = None  # task=fid: an .npz of samples or a folder of images
+    data: Optional[Any] = None  # task=fid without ckpt: the reference data set, a group option (data=cifar10)
+    likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    fid: FIDConfig = field(default_factory=FIDConfig)
+
+
+def register() -> None:
+    """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="sample_schema", node=SampleConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)

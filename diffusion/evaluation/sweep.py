@@ -1,0 +1,132 @@
+"""Quality against cost: every (sampler, steps) pair draws the same number of samples from the same seeds, and is
+scored by NFE, wall time and the data set's quality scores (``quality.Quality``). Output: rows, a Markdown
+table and a PNG plot of quality vs NFE with one line per sampler.
+
+The seeds are shared across rows (batch i uses SeedSequence((seed, i)) everywhere), so deterministic samplers
+start from the same x_T and differences between rows are the solvers', not the noise's.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from diffusion.evaluation.generate import generate
+from diffusion.evaluation.io import json_safe, save_grid
+from diffusion.processes.base import Process
+
+METRICS = {"fid": "FID (Inception)", "digit_fd": "digit FD"}
+
+
+def check_samplers(process: Process, samplers: Sequence[str], key: str = "sweep.samplers") -> None:
+    """Fail before anything runs if a sampler is unknown or cannot run on ``process``: one line naming ``key``."""
+    from diffusion.samplers import SAMPLER_PROCESSES, SAMPLERS
+
+    runnable = [n for n in SAMPLERS if process.name in SAMPLER_PROCESSES.get(n, (process.name,))]
+    for name in samplers:
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r} in {key}; choose from {', '.join(SAMPLERS)}")
+        if name not in runnable:
+            kinds = SAMPLER_PROCESSES.get(name, ())
+            raise ValueError(f"sampler {name!r} cannot run on {process!r} (only on {', '.join(kinds)}): "
+                             f"set {key} to one of {', '.join(runnable)}")
+
+
+def run_sweep(process: Process, model: Callable, shape: Sequence[int], samplers: dict[str, dict[str, Any]],
+              steps: Sequence[int], *, n: int, batch_size: int = 64, seed: int = 0, device: torch.device | str = "cpu",
+              quality: Callable[[torch.Tensor], dict[str, float | None]] | None = None,
+              num_classes: int | None = None, grid_dir: str | Path | None = None, progress: bool = False,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """One row per (sampler, steps): {"sampler", "steps", "nfe", "seconds", "images_per_second", "fid", "digit_fd"}.
+
+    samplers: name -> its options (e.g. {"ddim": {"eta": 0.0}, "pc": {"snr": 0.16}}); ``steps`` overrides theirs.
+    With ``grid_dir`` the first 16 samples of every row are saved as ``<sampler>_<steps>.png``.
+    """
+    check_samplers(process, list(samplers))
+    rows = []
+    for name, options in samplers.items():
+        options = {k: v for k, v in (options or {}).items() if k not in ("name", "steps")}
+        for s in steps:
+            images, _, stats = generate(process, model, n, shape, sampler=name, steps=int(s), seed=seed,
+                                        batch_size=batch_size, options=options, num_classes=num_classes,
+                                        device=device, progress=progress)
+            scores = quality(images) if quality is not None else {}
+            row = {"sampler": name, "steps": int(s), "nfe": stats.nfe, "seconds": stats.seconds,
+                   "images_per_second": stats.images_per_second, "n": n,
+                   **{k: scores.get(k) for k in METRICS}}
+            rows.append(row)
+            if grid_dir is not None:
+                save_grid(images[:16], Path(grid_dir) / f"{name}_{int(s)}.png")
+            log(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+    return rows
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict[str, Any]], notes: Sequence[str] = ()) -> str:
+    head = ["| sampler | steps | NFE | seconds | images/s | FID | digit FD |", "|---|---:|---:|---:|---:|---:|---:|"]
+    body = [f"| {r['sampler']} | {r['steps']} | {_fmt(r['nfe'], 0)} | {_fmt(r['seconds'], 2)} | "
+            f"{_fmt(r['images_per_second'], 2)} | {_fmt(r['fid'], 2)} | {_fmt(r['digit_fd'], 2)} |" for r in rows]
+    n = rows[0]["n"] if rows else 0
+    text = f"Sampler sweep: {n} samples per row; FID against the train split, digit FD in the digit classifier's features.\n\n"
+    text += "\n".join(head + body) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
+    return text
+
+
+def plot_sweep(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Quality vs NFE (log x), one line per sampler and one panel per available score; images/s if none is."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in METRICS if any(r.get(m) is not None for r in rows)]
+    panels = metrics or ["images_per_second"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, metric in zip(axes[0], panels):
+        for name in dict.fromkeys(r["sampler"] for r in rows):
+            pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == name and r.get(metric) is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        nfes = sorted({r["nfe"] for r in rows if r["nfe"] == r["nfe"]})
+        ax.set_xscale("log")
+        ax.set_xticks(nfes, [f"{v:g}" for v in nfes])
+        ax.minorticks_off()
+        ax.set_xlabel("NFE (model evaluations per sample)")
+        ax.set_ylabel(METRICS.get(metric, "images / s (no quality score available)"))
+        values = [r[metric] for r in rows if r.get(metric) is not None and r[metric] > 0]
+        if metric in METRICS and values and max(values) > 10 * min(values):
+            ax.set_yscale("log")  # scores span decades between few and many steps
+        else:
+            ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or "quality vs NFE (lower is better)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_sweep(rows: list[dict[str, Any]], out_dir: str | Path, notes: Sequence[str] = (), extra: dict | None = None,
+               title: str = "") -> dict[str, Path]:
+    """``sweep.md``, ``sweep.json`` and ``sweep.png`` in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.md").write_text(markdown_table(rows, notes))
+    (out / "sweep.json").write_text(json.dumps(json_safe({"rows": rows, "notes": list(notes), **(extra or {})}),
+                                               indent=2, allow_nan=False))
+    return {"md": out / "sweep.md", "json": out / "sweep.json", "png": plot_sweep(rows, out / "sweep.png", title)}

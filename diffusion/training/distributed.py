@@ -1,0 +1,117 @@
+"""Data-parallel training across processes (``torchrun``), and the single-process case as world size 1.
+
+    torchrun --nproc_per_node=N train.py ...                      # one machine
+    torchrun --nnodes=M --nproc_per_node=N --rdzv_backend=c10d \
+             --rdzv_endpoint=HOST:PORT train.py ...               # several machines
+
+torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous address; ``init_distributed`` reads them.
+One process group serves CPU tensors through gloo and CUDA tensors through NCCL. Rank 0 alone writes
+the run folder (checkpoints, logs, sample grids); every rank trains.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from diffusion.training.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group torchrun describes (idempotent); world size 1 without torchrun."""
+    if not launched_by_torchrun():
+        return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+            backend = "cpu:gloo,cuda:nccl"
+        else:
+            backend = "gloo"
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=dist.get_rank(), local_rank=local_rank, world_size=dist.get_world_size())
+
+
+def current() -> DistInfo:
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=dist.get_world_size())
+    return DistInfo()
+
+
+def pick_device(pref: str, info: DistInfo) -> torch.device:
+    """``auto``: this process's GPU when CUDA is available, else the CPU."""
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(pref)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.device=cuda but CUDA is not available: set trainer.device=auto or cpu")
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
+    return device
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` as rank ``src`` has it, on every rank (a no-op without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order (a one-element list without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+@torch.no_grad()
+def parameter_fingerprint(module: nn.Module) -> list[float]:
+    """Three float64 sums of all parameters (plain, absolute and position-weighted): equal on every rank
+    exactly when data-parallel replicas hold the same weights (up to a vanishing chance of collision)."""
+    flat = torch.cat([p.detach().reshape(-1).double().cpu() for p in module.parameters()])
+    position = torch.arange(1, flat.numel() + 1, dtype=torch.float64).remainder_(1009.0)
+    return [flat.sum().item(), flat.abs().sum().item(), (flat * position).sum().item()]
+
+
+def replicas_in_sync(module: nn.Module) -> bool:
+    """Whether every rank's ``module`` has bit-identical weights (all ranks must call this)."""
+    prints = gather_objects(parameter_fingerprint(module))
+    return all(p == prints[0] for p in prints)
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

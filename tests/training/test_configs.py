@@ -1,0 +1,67 @@
+"""Every config group option and recipe composes against the typed schema and builds its objects."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from diffusion.training.build import build_loss, build_process
+from diffusion.training.errors import ConfigError
+
+from .helpers import REPO, compose_train
+
+
+def test_default_run_settings():
+    cfg = compose_train()
+    assert cfg.model._target_ == "diffusion.nn.UNet" and cfg.model.image_size == 28
+    assert cfg.process._target_ == "diffusion.processes.DDPM" and cfg.data._target_ == "diffusion.data.MNIST5k"
+    assert cfg.sampler.name == "ddim"
+    t = cfg.trainer
+    assert (t.max_steps, t.max_minutes, t.batch_size) == (2500, 13, 64)
+
+
+@pytest.mark.parametrize("process", sorted(p.stem for p in (REPO / "configs" / "process").glob("*.yaml")))
+@pytest.mark.parametrize("loss", sorted(p.stem for p in (REPO / "configs" / "loss").glob("*.yaml")))
+def test_every_process_and_loss_builds(process, loss):
+    cfg = compose_train(f"process={process}", f"loss={loss}")
+    built = build_process(cfg)
+    assert built.name == process
+    if loss in ("hybrid", "vlb") and process != "ddpm":                # the discrete bound needs DDPM
+        with pytest.raises(ConfigError, match="cannot train on"):
+            build_loss(cfg, built)
+        return
+    assert callable(build_loss(cfg, built))
+
+
+RECIPES = {
+    # Ho et al. 2020, CIFAR-10
+    "ddpm_cifar10": dict(process="DDPM", model_dropout=0.1, batch=128, lr=2e-4, warmup=5000, ema=0.9999, clip=1.0,
+                         steps=800_000, flip=True, embedding="sinusoidal"),
+    # Song et al. 2021, DDPM++ cont. (VP) and NCSN++ cont. (VE)
+    "vp_cifar10": dict(process="VPSDE", model_dropout=0.1, batch=128, lr=2e-4, warmup=5000, ema=0.9999, clip=1.0,
+                       steps=1_300_000, flip=True, embedding="sinusoidal"),
+    "ve_cifar10": dict(process="VESDE", model_dropout=0.1, batch=128, lr=2e-4, warmup=5000, ema=0.999, clip=1.0,
+                       steps=1_300_000, flip=True, embedding="fourier"),
+    "ddpm_mnist": dict(process="DDPM", model_dropout=0.1, batch=128, lr=2e-4, warmup=500, ema=0.9995, clip=1.0,
+                       steps=20_000, flip=False, embedding="sinusoidal"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipes(name):
+    want = RECIPES[name]
+    cfg = compose_train(f"experiment={name}")
+    t = cfg.trainer
+    assert cfg.process._target_.endswith(want["process"])
+    assert (t.batch_size, t.lr, t.warmup_steps, t.ema_decay, t.grad_clip, t.max_steps) == \
+        (want["batch"], want["lr"], want["warmup"], want["ema"], want["clip"], want["steps"])
+    assert t.max_minutes == 0                                   # only the default run has a time budget
+    assert cfg.model.dropout == want["model_dropout"] and cfg.model.embedding == want["embedding"]
+    assert cfg.data.get("flip", False) == want["flip"]
+    if name.startswith(("vp", "ve")):
+        assert cfg.loss._target_ == "diffusion.losses.DSM" and cfg.loss.weighting == "sigma2"
+    with torch.device("meta"):                                  # checks the constructor arguments, allocates nothing
+        net = instantiate(cfg.model)
+    if "cifar" in name:
+        assert sum(p.numel() for p in net.parameters()) > 35e6      # DDPM's 35.7M network and up
+    build_loss(cfg, build_process(cfg))

@@ -1,0 +1,174 @@
+"""The training loop in-process on a 40-image 8x8 data set and the tiny U-Net: warm-up, bit-exact resume
+across an epoch boundary, NaN stop, stop requests, gradient accumulation, class dropout, logging."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffusion.training.checkpoint import list_checkpoints, load_checkpoint
+from diffusion.training.errors import TrainingError
+from diffusion.training.loop import Trainer, resolve_precision, warmup_lr
+
+from .helpers import tiny_cfg, tiny_images
+
+
+def test_warmup_schedule():
+    lrs = [warmup_lr(k, 1e-3, 4) for k in range(6)]
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert warmup_lr(0, 1e-3, 0) == 1e-3
+
+
+def test_resolve_precision():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, lambda: 1.5) == "bf16"
+    assert resolve_precision("auto", cpu, lambda: 1.1) == "fp32"   # not worth the rounding
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(TrainingError, match="fp16 needs CUDA"):
+        resolve_precision("fp16", cpu)
+
+
+def _equal_states(a: dict, b: dict) -> None:
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for name in pa:
+            assert torch.equal(pa[name], pb[name])
+    for ra, rb in zip(a["rng"], b["rng"]):
+        for name in ra:
+            assert torch.equal(ra[name], rb[name]), f"rng {name}"
+
+
+# dropout, random flips and class-label dropout: every random stream a resume must restore
+RESUME = ("model.dropout=0.2", "model.num_classes=10", "trainer.class_dropout=0.5", "trainer.ckpt_every=0",
+          "trainer.warmup_steps=3")
+
+
+def test_resume_is_bit_exact_across_an_epoch_boundary(tmp_path):
+    """8 steps straight == 3 steps, stop, resume, 5 steps (5 batches of 8 per epoch: the resume falls in
+    epoch 0 and the run crosses into epoch 1)."""
+    images = tiny_images(flip=True)
+    straight = Trainer(tiny_cfg(*RESUME, "trainer.max_steps=8"), tmp_path / "a", images)
+    straight.fit()
+    first = Trainer(tiny_cfg(*RESUME, "trainer.max_steps=3"), tmp_path / "b", images)
+    first.fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "b")] == [3]
+    state = load_checkpoint(tmp_path / "b")
+    resumed = Trainer(tiny_cfg(*RESUME, "trainer.max_steps=8"), tmp_path / "b", images, resume=state)
+    assert resumed.step == 3
+    resumed.fit()
+    _equal_states(load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b"))
+
+
+def test_nan_loss_stops_without_overwriting_checkpoints(tmp_path):
+    trainer = Trainer(tiny_cfg("trainer.max_steps=6", "trainer.ckpt_every=2"), tmp_path, tiny_images())
+    loss_fn = trainer.loss_fn
+
+    def poisoned(model, x0, **kwargs):
+        loss = loss_fn(model, x0, **kwargs)
+        return loss * math.nan if trainer.step == 2 else loss          # the third step (index 2)
+
+    trainer.loss_fn = poisoned
+    with pytest.raises(TrainingError) as e:
+        trainer.fit()
+    message = str(e.value)
+    assert "at step 3" in message and "ckpt_2.pt" in message and "\n" not in message
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2]
+    state = load_checkpoint(tmp_path)
+    assert all(torch.isfinite(w).all() for w in state["model"].values())
+
+
+def test_stop_request_saves_and_stops(tmp_path):
+    trainer = Trainer(tiny_cfg("trainer.max_steps=100", "trainer.ckpt_every=0"), tmp_path, tiny_images())
+    loss_fn = trainer.loss_fn
+
+    def stop_at_step_3(model, x0, **kwargs):
+        if trainer.step == 2:
+            trainer.request_stop()                                     # as the SIGTERM handler does
+        return loss_fn(model, x0, **kwargs)
+
+    trainer.loss_fn = stop_at_step_3
+    summary = trainer.fit()
+    assert summary["step"] == 3 and summary["stopped_by"] is not None
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3]
+
+
+def _deterministic_loss(model, x0, class_labels=None, generator=None):
+    """No random draws: the same batch gives the same loss however it is split."""
+    t = torch.full((x0.shape[0],), 500.0)
+    return model(x0, t).square().flatten(1).mean(1)
+
+
+def test_grad_accumulation_equals_the_large_batch(tmp_path):
+    """Two micro-batches of 4 with accumulation give the update of one batch of 8 (same 8 images)."""
+    weights = []
+    for accum in (1, 2):
+        trainer = Trainer(tiny_cfg("trainer.max_steps=1", f"trainer.grad_accum={accum}", "trainer.ckpt_every=0",
+                                   "trainer.grad_clip=0", "trainer.warmup_steps=0", "trainer.lr=1e-2"),
+                          tmp_path / str(accum), tiny_images())
+        assert trainer.micro_batch == 8 // accum
+        trainer.loss_fn = _deterministic_loss
+        trainer.fit()
+        weights.append(trainer.net.state_dict())
+    changed = 0
+    for name in weights[0]:
+        torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-6)  # float32 sums in another order
+        changed += 1
+    assert changed > 0
+
+
+def test_class_dropout_rate_and_null_label(tmp_path):
+    trainer = Trainer(tiny_cfg("model.num_classes=10", "trainer.class_dropout=0.3"), tmp_path, tiny_images())
+    labels = trainer._labels(torch.arange(20000) % 10)
+    null = labels == trainer.net.null_class
+    # binomial(20000, 0.3): std 0.0032, so 0.3 +- 0.02 is > 6 sigma
+    assert abs(null.float().mean().item() - 0.3) < 0.02
+    kept = ~null
+    assert torch.equal(labels[kept], (torch.arange(20000) % 10)[kept])
+
+
+def test_batch_size_must_divide(tmp_path):
+    with pytest.raises(TrainingError, match="batch_size=6"):
+        Trainer(tiny_cfg("trainer.batch_size=6", "trainer.grad_accum=4"), tmp_path, tiny_images())
+
+
+def test_logs_scalars_and_sample_grid(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = Trainer(tiny_cfg("trainer.max_steps=2", "trainer.log_every=1", "trainer.sample_every=2",
+                               "trainer.sample_count=4", "trainer.bpd_every=2", "trainer.bpd_t_samples=2"),
+                      tmp_path, tiny_images(), holdout=torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
+    trainer.fit()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "perf/images_per_sec", "eval/bits_per_dim"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert events.Tags()["images"] == ["samples"]
+    assert (tmp_path / "samples" / "step_2.png").stat().st_size > 0
+
+
+def test_time_budget_ends_the_run_like_max_steps(tmp_path):
+    """trainer.max_minutes: checkpoint, final sample grid and bits/dim at the step where time ran out."""
+    trainer = Trainer(tiny_cfg("trainer.max_steps=1000", "trainer.max_minutes=1e-6", "trainer.ckpt_every=0",
+                               "trainer.sample_every=500", "trainer.sample_count=4", "trainer.bpd_every=500",
+                               "trainer.bpd_t_samples=2"),
+                      tmp_path, tiny_images(), holdout=torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
+    summary = trainer.fit()
+    assert summary["stopped_by"] == "time" and summary["step"] == 1
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [1]
+    assert (tmp_path / "samples" / "step_1.png").exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_the_bare_network(tmp_path):
+    """trainer.compile=true (about a minute of compilation on a CPU): trains, and checkpoints hold the
+    uncompiled network's keys, so load_model needs no compiler."""
+    trainer = Trainer(tiny_cfg("trainer.max_steps=2", "trainer.compile=true"), tmp_path, tiny_images())
+    trainer.fit()
+    state = load_checkpoint(tmp_path)
+    assert not any("_orig_mod" in k for k in state["model"]) and state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
