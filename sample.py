@@ -50,13 +50,14 @@ def run(cfg: DictConfig) -> dict:
     out = cfg.out or str(cli.run_dir_of(path) / "samples" / f"{name}_{steps}_seed{cfg.seed}{'' if cfg.ema else '_raw'}")
     manifest = {"checkpoint": str(path.resolve()), "ema": cfg.ema, "sampler": name, "steps": steps, "options": options,
                 "seed": cfg.seed, "batch_size": batch_size, "shape": list(shape), "class_labels": class_labels,
-                "guidance_scale": cfg.guidance_scale}
+                "guidance_scale": cfg.guidance_scale, "clip_denoised": cfg.clip_denoised}
     store = BatchStore(out, manifest).open()
     print(f"{cfg.n} samples of {'x'.join(map(str, shape))} from {path} ({'EMA' if cfg.ema else 'raw'} weights, "
           f"{process!r}) with {name}, {steps} steps{' ' + str(options) if options else ''} on {device}")
     _, _, stats = generate(process, model, int(cfg.n), shape, sampler=name, steps=steps, seed=int(cfg.seed),
                            batch_size=batch_size, options=options, num_classes=num_classes, class_labels=class_labels,
-                           guidance_scale=cfg.guidance_scale, device=device, store=store, progress=cfg.progress)
+                           guidance_scale=cfg.guidance_scale, device=device, store=store, progress=cfg.progress,
+                           clip_denoised=cfg.clip_denoised)
     num_batches = -(-int(cfg.n) // batch_size)
     npz, images, labels = store.gather(num_batches)
     grid = save_grid(images[: cfg.grid], store.out_dir / "grid.png") if cfg.grid > 0 else None

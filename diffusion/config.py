@@ -61,6 +61,7 @@ class TrainerConfig:
     keep_last: int = 3  # checkpoints kept; 0 keeps all
     sample_every: int = 1000
     sample_count: int = 64
+    sample_clip: Optional[float] = 1.0  # clip the grids' denoised estimates to [-1, 1] (null: off)
     bpd_every: int = 0
     bpd_count: int = 16
     # time samples of the variational bound; None: the bound's own default, all N terms for DDPM (N model

@@ -70,3 +70,32 @@ def test_eps_model_converts_any_prediction_to_eps(prediction):
     torch.testing.assert_close(model.raw(x_t, t), net.output)
     with pytest.raises(ValueError, match="prediction"):
         EpsModel(net, p, prediction="mean")
+
+
+def test_clip_denoised_clamps_the_implied_x0_and_leaves_the_rest():
+    """The wrapped eps implies x0_pred = clamp(x0_pred, -1, 1) exactly: unchanged inside the data range, the
+    nearest bound outside (checked to float64 rounding), on a DDPM and a VE process."""
+    from diffusion.parameterization import clip_denoised, eps_to_x0
+    from diffusion.processes import DDPM, VESDE
+
+    for process, t in ((DDPM(), torch.tensor([10.0, 500.0, 900.0])), (VESDE(), torch.tensor([0.1, 0.5, 0.9]))):
+        g = torch.Generator().manual_seed(0)
+        x = 3 * torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+        eps = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+        model = lambda x_, t_, **_: eps  # noqa: E731
+        x0 = eps_to_x0(process, x, t, eps)
+        x0_clipped = eps_to_x0(process, x, t, clip_denoised(model, process)(x, t))
+        assert (x0.abs() > 1).any() and (x0.abs() < 1).any()
+        torch.testing.assert_close(x0_clipped, x0.clamp(-1, 1), rtol=0, atol=1e-9)
+
+
+def test_sample_with_clip_denoised_stays_in_range():
+    from diffusion import processes, sample
+
+    proc = processes.DDPM(num_steps=100)
+    wild = lambda x, t, **_: -3 * x  # noqa: E731  a model whose denoised estimates leave [-1, 1]
+    g = torch.Generator().manual_seed(0)
+    x = sample(proc, wild, (8, 4), sampler="ddim", steps=10, generator=g, clip_denoised=1.0)
+    assert x.abs().max() <= 1 + 1e-6
+    g = torch.Generator().manual_seed(0)
+    assert sample(proc, wild, (8, 4), sampler="ddim", steps=10, generator=g).abs().max() > 1

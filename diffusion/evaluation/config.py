@@ -38,6 +38,7 @@ class SampleConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:<i>
     class_labels: Optional[Any] = None  # conditional models: an int or a list, cycled (default 0..K-1 cycled)
     guidance_scale: Optional[float] = None  # classifier-free guidance weight w (1: plain conditional)
+    clip_denoised: Optional[float] = 1.0  # clip each denoised estimate to [-1, 1] (null: off)
     grid: int = 64  # samples shown in the PNG grid (0: no grid)
     progress: bool = True
 

@@ -72,7 +72,7 @@ def generate(process: Process, model: Callable[..., Tensor], n: int, shape: Sequ
              steps: int, seed: int = 0, batch_size: int = 64, options: dict[str, Any] | None = None,
              num_classes: int | None = None, class_labels: int | Sequence[int] | None = None,
              guidance_scale: float | None = None, device: torch.device | str = "cpu",
-             store: BatchStore | None = None, progress: bool = False,
+             store: BatchStore | None = None, progress: bool = False, clip_denoised: float | None = 1.0,
              ) -> tuple[Tensor | None, Tensor | None, GenerationStats]:
     """``n`` samples of per-sample ``shape`` (C, H, W) as uint8 (n, C, H, W), their labels, and the cost.
 
@@ -109,7 +109,8 @@ def generate(process: Process, model: Callable[..., Tensor], n: int, shape: Sequ
         start = time.perf_counter()
         x0 = sample(process, counter, (batch_size, *shape), sampler=sampler, steps=steps,
                     generator=batch_generator(seed, index), class_labels=labels, guidance_scale=guidance_scale,
-                    progress=progress and num_batches == 1, device=device, **(options or {}))
+                    progress=progress and num_batches == 1, device=device, clip_denoised=clip_denoised,
+                    **(options or {}))
         images = to_uint8(x0[: hi - lo]).cpu()
         labels = None if labels is None else labels[: hi - lo]
         stats.seconds += time.perf_counter() - start

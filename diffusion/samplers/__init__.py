@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from diffusion.parameterization import clip_denoised as clip_denoised_model
 from diffusion.processes.base import Process
 from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step
 from diffusion.samplers.dpm_solver import dpmpp_2m
@@ -115,7 +116,7 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
            steps: int = 50, generator: torch.Generator | None = None, x_T: Tensor | None = None, *,
            class_labels: Tensor | None = None, guidance_scale: float | None = None, null_class: int | None = None,
            progress: bool = False, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-           **options) -> Tensor:
+           clip_denoised: float | None = None, **options) -> Tensor:
     """Draw samples: x_T from ``process.prior_sample(shape, generator)`` (unless given), then ``sampler``.
 
     steps: model evaluations for one-evaluation-per-step samplers (pc: steps * (1 + corrector_steps);
@@ -124,6 +125,8 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
         guidance eps_u + w (eps_c - eps_u), where the unconditional call uses the null label ``null_class``,
         else ``model.null_class``, ``model.num_classes`` (or the same on ``model.net``, as for ``EpsModel``).
     dtype: of the drawn x_T (float32 by default); a given x_T keeps its dtype unless ``dtype`` is passed.
+    clip_denoised: clip every denoised estimate x0_pred to [-c, c] (images scaled to [-1, 1]: c = 1), as Ho et
+        al.'s sampler does; see ``parameterization.clip_denoised``. None (default): the model as it is.
     options: the sampler's own (e.g. ddim: eta, spacing; see ``sampler_options``). Runs under no_grad.
     """
     fn = _lookup(sampler)
@@ -153,6 +156,8 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
         model = guided(model, class_labels, guidance_scale, null_class)
     elif guidance_scale is not None:
         raise ValueError("guidance_scale needs class_labels (the labels to guide towards)")
+    if clip_denoised is not None:
+        model = clip_denoised_model(model, process, clip_denoised)
     return fn(process, model, x, steps, generator, progress, **options)
 
 

@@ -438,7 +438,8 @@ class Trainer:
         # the network in the training precision (bf16 autocast leaves the sampler's own arithmetic in fp32)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self._autocast():
             x = sample(self.process, self.ema_model, self._sample_shape(n), sampler=name, steps=steps,
-                       generator=generator, class_labels=labels, device=self.device, **options)
+                       generator=generator, class_labels=labels, device=self.device,
+                       clip_denoised=self.tcfg.sample_clip, **options)
         return self.logger.grid(self.step, x)
 
     @torch.no_grad()
