@@ -140,7 +140,7 @@ def run(cfg: DictConfig) -> dict:
                   f"{_relative(summary['checkpoint'])}. Continue with:\n"
                   f"  python train.py resume=true hydra.run.dir={where}")
         print(f"\nRun folder:  {where}\n"
-              f"Sample:      python sample.py ckpt={where}\n"
+              f"Sample:      python sample.py ckpt={where} sampler=ddim_stochastic\n"
               f"Likelihood:  python evaluate.py ckpt={where} task=likelihood\n"
               f"TensorBoard: tensorboard --logdir {where}/tb", flush=True)
     return summary

@@ -50,7 +50,7 @@ def test_run_folder_and_printed_commands(tmp_path):
     assert state["config"] == saved and state["step"] == 4
     where = f"runs/{run.name}"
     assert f"Run folder:  {where}" in proc.stdout
-    assert f"python sample.py ckpt={where}\n" in proc.stdout
+    assert f"python sample.py ckpt={where} sampler=ddim_stochastic\n" in proc.stdout
     assert f"python evaluate.py ckpt={where} task=likelihood" in proc.stdout
 
 

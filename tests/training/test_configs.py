@@ -15,7 +15,7 @@ def test_default_run_settings():
     cfg = compose_train()
     assert cfg.model._target_ == "diffusion.nn.UNet" and cfg.model.image_size == 28
     assert cfg.process._target_ == "diffusion.processes.DDPM" and cfg.data._target_ == "diffusion.data.MNIST5k"
-    assert cfg.sampler.name == "ddim"
+    assert cfg.sampler.name == "ddim" and cfg.sampler.eta == 1.0
     t = cfg.trainer
     assert (t.max_steps, t.max_minutes, t.batch_size) == (2500, 13, 64)
 
