@@ -163,10 +163,3 @@ def test_gradients_flow_and_labels_pass_through(make):
     assert all(seen is labels for seen in net.seen)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only spin on a busy 2-core machine. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""Shared fixtures: one torch thread, a per-session cache for the digit classifier, tiny trained runs, and a way
+"""Shared fixtures: a per-session cache for the digit classifier, tiny trained runs, and a way
 to call sample.py / evaluate.py in-process (as the command line would) or as real subprocesses."""
 from __future__ import annotations
 
@@ -12,16 +12,6 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tests run many tiny ops; on 2 shared cores a second intra-op thread only spins against the
-    # other processes (measured: an ODE likelihood of 8 images 0.15 s with 1 thread, 4.6 s with 2).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

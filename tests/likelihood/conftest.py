@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from diffusion.toy import GaussianMixture
 
@@ -14,11 +13,3 @@ def mixture() -> GaussianMixture:
     return GaussianMixture(gm.weights, gm.means - gm.mean(), gm.covs)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run thousands of tiny ops; with intra-op threads on a busy 2-core machine they spend
-    most of their time spinning (measured 10x slower). One thread here, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -9,15 +9,6 @@ from diffusion.toy import GaussianMixture
 from .helpers import Target
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The mixture's score is tiny batched algebra: on shared cores two threads are up to 50x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def gm() -> GaussianMixture:
     """Three narrow (std 0.1-0.3) rotated Gaussians in 2-D with weights 0.25/0.37/0.38."""
