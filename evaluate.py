@@ -23,7 +23,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 
-def _switch(value: str) -> bool | str:
+def _switch(key: str, value: str) -> bool | str:
+    from diffusion.errors import ConfigError
+
     v = str(value).lower()
     if v in ("auto",):
         return "auto"
@@ -31,41 +33,53 @@ def _switch(value: str) -> bool | str:
         return True
     if v in ("false", "0", "no", "off"):
         return False
-    raise ValueError(f"expected auto, true or false, got {value!r}")
+    raise ConfigError(f"{key}={value!r}: expected auto, true or false")
 
 
 def _out_dir(cfg: DictConfig, path: Path | None, fallback: Path | None = None) -> Path:
-    from diffusion.evaluation import cli
+    from diffusion.runs import run_dir_of
 
     if cfg.out:
         return Path(cfg.out)
     if path is not None:
-        return cli.run_dir_of(path) / "eval"
+        return run_dir_of(path) / "eval"
     return fallback or Path("eval")
 
 
+def _load(cfg: DictConfig):
+    from diffusion.device import pick_device
+    from diffusion.errors import EvaluationError
+    from diffusion.runs import load_run
+
+    if not cfg.ckpt:
+        raise EvaluationError(f"task={cfg.task.value} needs ckpt=<train.py run folder or checkpoint file>")
+    device = pick_device(cfg.device)
+    return load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config), device
+
+
 def _quality(cfg: DictConfig, shape, data_cfg: DictConfig | None, device):
-    from diffusion.evaluation import cli
     from diffusion.evaluation.quality import build_quality, dataset_images
+    from diffusion.runs import build_data
 
     reference = None
     if data_cfg is not None:
         def reference():
-            return dataset_images(cli.build_data(data_cfg, "train"))
+            return dataset_images(build_data(data_cfg, "train"))
     return build_quality(tuple(shape), reference, data_target=None if data_cfg is None else data_cfg.get("_target_"),
-                         fid=_switch(cfg.fid.inception), digit_fd=_switch(cfg.fid.digit_fd),
+                         fid=_switch("fid.inception", cfg.fid.inception),
+                         digit_fd=_switch("fid.digit_fd", cfg.fid.digit_fd),
                          inception_weights=cfg.fid.inception_weights, inception_url=cfg.fid.inception_url,
                          device=device, log=lambda m: print(m, file=sys.stderr))
 
 
 def likelihood(cfg: DictConfig) -> dict:
-    from diffusion.evaluation import cli
+    from diffusion.errors import EvaluationError
     from diffusion.evaluation.likelihood_table import likelihood_table
-
-    device = cli.pick_device(cfg.device)
-    model, process, train_cfg, path = cli.load_trained(_need_ckpt(cfg), cfg.ema, device)
-    data = cli.build_data(train_cfg.data, "test")
     from diffusion.evaluation.quality import dataset_images
+
+    trained, device = _load(cfg)
+    model, process, path = trained.model, trained.process, trained.path
+    data = trained.data("test")
 
     images = dataset_images(data)[: cfg.n]
     if len(images) < cfg.n:
@@ -73,7 +87,7 @@ def likelihood(cfg: DictConfig) -> dict:
     lc = cfg.likelihood
     dtype = {"float32": torch.float32, "float64": torch.float64}.get(lc.dtype)
     if dtype is None:
-        raise cli.EvaluationError(f"likelihood.dtype={lc.dtype!r}: use float32 or float64")
+        raise EvaluationError(f"likelihood.dtype={lc.dtype!r}: use float32 or float64")
     print(f"likelihood of {len(images)} test images under {path} ({'EMA' if cfg.ema else 'raw'} weights, {process!r}) on {device}")
     table = likelihood_table(process, model, images, ode=lc.ode, bound=lc.bound, method=lc.method, rtol=lc.rtol,
                              atol=lc.atol, divergence=lc.divergence.value, probes=int(lc.probes),
@@ -91,63 +105,63 @@ def likelihood(cfg: DictConfig) -> dict:
 
 
 def sweep(cfg: DictConfig) -> dict:
-    from diffusion.evaluation import cli
-    from diffusion.evaluation.sweep import check_samplers, markdown_table, run_sweep, save_sweep
+    from diffusion.errors import EvaluationError
+    from diffusion.evaluation.sweep import markdown_table, run_sweep, save_sweep
+    from diffusion.samplers import SamplerSpec
 
-    device = cli.pick_device(cfg.device)
-    model, process, train_cfg, path = cli.load_trained(_need_ckpt(cfg), cfg.ema, device)
+    trained, device = _load(cfg)
     names = list(cfg.sweep.samplers)
     steps = [int(s) for s in cfg.sweep.steps]
     if not names or not steps:
-        raise cli.EvaluationError("sweep.samplers and sweep.steps must be non-empty lists, e.g. sweep.steps=[5,10,20]")
-    check_samplers(process, names)
+        raise EvaluationError("sweep.samplers and sweep.steps must be non-empty lists, e.g. sweep.steps=[5,10,20]")
     overrides = OmegaConf.to_container(cfg.sweep.options, resolve=True) if cfg.sweep.options else {}
     unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise cli.EvaluationError(f"sweep.options names {', '.join(unknown)}, which is not in sweep.samplers={names}")
-    samplers = {name: {**cli.sampler_defaults(name), **(overrides.get(name) or {})} for name in names}
-    shape, note = cli.sample_shape(train_cfg)
+        raise EvaluationError(f"sweep.options names {', '.join(unknown)}, which is not in sweep.samplers={names}")
+    specs = [SamplerSpec(name, steps[0], **(overrides.get(name) or {})).check(trained.process) for name in names]
+    shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)
-    quality = _quality(cfg, shape, train_cfg.data, device)
-    out = _out_dir(cfg, path) / "sweep"
-    print(f"sweep of {names} x steps {steps}, {cfg.n} samples per row, from {path} ({process!r}) on {device}")
-    rows = run_sweep(process, model, shape, samplers, steps, n=int(cfg.n), batch_size=int(cfg.batch_size),
-                     seed=int(cfg.seed), device=device, quality=quality, num_classes=cli.num_classes_of(model, train_cfg),
+    quality = _quality(cfg, shape, trained.cfg.data, device)
+    out = _out_dir(cfg, trained.path) / "sweep"
+    print(f"sweep of {names} x steps {steps}, {cfg.n} samples per row, from {trained.path} ({trained.process!r}) on {device}")
+    rows = run_sweep(trained.process, trained.model, shape, specs, steps, n=int(cfg.n), batch_size=int(cfg.batch_size),
+                     seed=int(cfg.seed), device=device, quality=quality, num_classes=trained.num_classes,
                      grid_dir=out if cfg.sweep.grids else None, progress=cfg.progress,
                      log=lambda m: print(m, file=sys.stderr))
     notes = list(quality.notes)
     if quality.digits is not None:
         notes.append(f"digit FD: Frechet distance of the digit classifier's 128-d features (test accuracy "
                      f"{quality.digits.test_accuracy:.2%}) to the MNIST5k train digits; comparable only at equal n")
-    files = save_sweep(rows, out, notes, extra={"checkpoint": str(path), "quality": quality.describe(),
-                                                "samplers": samplers}, title=f"{process!r}, n={cfg.n}")
+    files = save_sweep(rows, out, notes, extra={"checkpoint": str(trained.path), "quality": quality.describe(),
+                                                "samplers": {spec.name: spec.options for spec in specs}},
+                       title=f"{trained.process!r}, n={cfg.n}")
     print(markdown_table(rows, notes) + f"\nwrote {files['md']}, {files['json']} and {files['png']}")
     return {"rows": rows, "files": files}
 
 
 def fid(cfg: DictConfig) -> dict:
-    from diffusion.evaluation import cli
-    from diffusion.evaluation.io import json_safe, load_images
+    from diffusion.device import pick_device
+    from diffusion.errors import EvaluationError
     from diffusion.evaluation.quality import DIGIT_SHAPE
+    from diffusion.runs import config_from_checkpoint
+    from diffusion.runs.store import json_safe, load_images
+    from diffusion.training.checkpoint import load_checkpoint
 
     if not cfg.samples:
-        raise cli.EvaluationError("task=fid needs samples=<file.npz or folder of images>")
+        raise EvaluationError("task=fid needs samples=<file.npz or folder of images>")
     images, _ = load_images(cfg.samples)
-    device = cli.pick_device(cfg.device)
+    device = pick_device(cfg.device)
     path = None
     if cfg.ckpt:
-        from diffusion.training.build import config_from_checkpoint
-        from diffusion.training.checkpoint import load_checkpoint
-
         state = load_checkpoint(cfg.ckpt)
-        data_cfg, path = config_from_checkpoint(state).data, Path(state["path"])
+        data_cfg, path = config_from_checkpoint(state, trust=cfg.trust_checkpoint_config).data, Path(state["path"])
     elif cfg.data is not None:
         data_cfg = cfg.data
     elif tuple(images.shape[1:]) == DIGIT_SHAPE:  # 28x28 digits: the bundled MNIST5k is the reference
-        data_cfg = OmegaConf.load(cli.CONFIG_DIR / "data" / "mnist5k.yaml")
+        data_cfg = OmegaConf.load(Path(__file__).resolve().parent / "configs" / "data" / "mnist5k.yaml")
     else:
-        raise cli.EvaluationError("task=fid: pass ckpt=<run> or data=<a configs/data option, e.g. cifar10> "
+        raise EvaluationError("task=fid: pass ckpt=<run> or data=<a configs/data option, e.g. cifar10> "
                                   "to say what the samples are compared with")
     quality = _quality(cfg, images.shape[1:], data_cfg, device)
     scores = quality(images)
@@ -163,14 +177,6 @@ def fid(cfg: DictConfig) -> dict:
     return result
 
 
-def _need_ckpt(cfg: DictConfig) -> str:
-    if not cfg.ckpt:
-        from diffusion.evaluation.cli import EvaluationError
-
-        raise EvaluationError(f"task={cfg.task.value} needs ckpt=<train.py run folder or checkpoint file>")
-    return cfg.ckpt
-
-
 TASKS = {"likelihood": likelihood, "sweep": sweep, "fid": fid}
 
 
@@ -180,13 +186,13 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def hydra_main(cfg: DictConfig) -> None:
-    from diffusion.evaluation.cli import guarded
+    from diffusion.cli import guarded
 
     guarded(run, cfg)
 
 
 def main() -> int:
-    from diffusion.evaluation.cli import run_main
+    from diffusion.cli import run_main
 
     return run_main("evaluate.py", hydra_main)
 

@@ -22,40 +22,31 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def run(cfg: DictConfig) -> dict:
-    from diffusion.evaluation import cli
-    from diffusion.evaluation.generate import class_labels_for, generate
-    from diffusion.evaluation.io import BatchStore, save_grid
-    from diffusion.evaluation.sweep import check_samplers
-    from diffusion.samplers import sampler_options
+    from diffusion.device import pick_device
+    from diffusion.runs import BatchStore, class_labels_for, generate, load_run, save_grid
+    from diffusion.samplers import sampler_from_config
 
-    sampler_cfg = OmegaConf.to_container(cfg.sampler, resolve=True)
-    name, steps = str(sampler_cfg.pop("name")), int(sampler_cfg.pop("steps"))
-    options = {k: v for k, v in sampler_cfg.items() if k != "_target_"}
-    unknown = sorted(set(options) - set(sampler_options(name))) if name in _samplers() else []
-    if unknown:
-        raise cli.EvaluationError(f"unknown option(s) {', '.join(unknown)} for sampler {name!r}; "
-                                  f"valid: {', '.join(sampler_options(name)) or 'none'}")
-    device = cli.pick_device(cfg.device)
-    model, process, train_cfg, path = cli.load_trained(cfg.ckpt, cfg.ema, device)
-    check_samplers(process, [name], key="sampler")
-    shape, note = cli.sample_shape(train_cfg)
+    spec = sampler_from_config(cfg.sampler)
+    device = pick_device(cfg.device)
+    trained = load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config)
+    spec.check(trained.process)
+    shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)
-    num_classes = cli.num_classes_of(model, train_cfg)
-    class_labels = OmegaConf.to_container(cfg.class_labels) if OmegaConf.is_config(cfg.class_labels) else cfg.class_labels
-    class_labels_for(1, num_classes, class_labels)  # bad labels fail here, before anything is written
-    if cfg.guidance_scale is not None and num_classes is None:
-        raise cli.EvaluationError("guidance_scale needs a class-conditional model: this checkpoint's model is unconditional")
+    labels = OmegaConf.to_container(cfg.class_labels) if OmegaConf.is_config(cfg.class_labels) else cfg.class_labels
+    class_labels_for(1, trained.num_classes, labels)  # bad labels fail here, before anything is written
     batch_size = min(int(cfg.batch_size), int(cfg.n))
-    out = cfg.out or str(cli.run_dir_of(path) / "samples" / f"{name}_{steps}_seed{cfg.seed}{'' if cfg.ema else '_raw'}")
-    manifest = {"checkpoint": str(path.resolve()), "ema": cfg.ema, "sampler": name, "steps": steps, "options": options,
-                "seed": cfg.seed, "batch_size": batch_size, "shape": list(shape), "class_labels": class_labels,
-                "guidance_scale": cfg.guidance_scale, "clip_denoised": cfg.clip_denoised}
+    raw = "" if cfg.ema else "_raw"
+    out = cfg.out or str(trained.run_dir / "samples" / f"{spec.label}_seed{cfg.seed}{raw}")
+    manifest = {"checkpoint": str(trained.path.resolve()), "ema": cfg.ema, "sampler": spec.name, "steps": spec.steps,
+                "options": spec.options, "seed": cfg.seed, "batch_size": batch_size, "shape": list(shape),
+                "class_labels": labels, "guidance_scale": cfg.guidance_scale, "clip_denoised": cfg.clip_denoised}
     store = BatchStore(out, manifest).open()
-    print(f"{cfg.n} samples of {'x'.join(map(str, shape))} from {path} ({'EMA' if cfg.ema else 'raw'} weights, "
-          f"{process!r}) with {name}, {steps} steps{' ' + str(options) if options else ''} on {device}")
-    _, _, stats = generate(process, model, int(cfg.n), shape, sampler=name, steps=steps, seed=int(cfg.seed),
-                           batch_size=batch_size, options=options, num_classes=num_classes, class_labels=class_labels,
+    print(f"{cfg.n} samples of {'x'.join(map(str, shape))} from {trained.path} ({'EMA' if cfg.ema else 'raw'} weights, "
+          f"{trained.process!r}) with {spec.name}, {spec.steps} steps{' ' + str(spec.options) if spec.options else ''} "
+          f"on {device}")
+    _, _, stats = generate(trained.process, trained.model, int(cfg.n), shape, sampler=spec, seed=int(cfg.seed),
+                           batch_size=batch_size, num_classes=trained.num_classes, class_labels=labels,
                            guidance_scale=cfg.guidance_scale, device=device, store=store, progress=cfg.progress,
                            clip_denoised=cfg.clip_denoised)
     num_batches = -(-int(cfg.n) // batch_size)
@@ -70,23 +61,18 @@ def run(cfg: DictConfig) -> dict:
     return {"npz": npz, "grid": grid, "stats": stats.as_dict(), "labels": labels}
 
 
-def _samplers():
-    from diffusion.samplers import SAMPLERS
-
-    return SAMPLERS
-
-
 @hydra.main(version_base="1.3", config_path="configs", config_name="sample")
 def hydra_main(cfg: DictConfig) -> None:
-    from diffusion.evaluation.cli import guarded
+    from diffusion.cli import guarded
 
     guarded(run, cfg)
 
 
 def main() -> int:
-    from diffusion.evaluation.cli import run_main
+    from diffusion.cli import run_main
 
-    return run_main("sample.py", hydra_main)
+    return run_main("sample.py", hydra_main, interrupted="interrupted (finished batches are kept; rerun the same "
+                                                         "command to resume)")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 
 ``configs/train.yaml`` starts from ``train_schema`` (``TrainConfig``), so every ``trainer.*`` value is
 type-checked when the command line is composed: ``trainer.lr=abc`` or an unknown key such as
-``trainer.nope=1`` fails before anything runs. Process and loss options get the same checks through the
-``schema/process/*`` and ``schema/loss/*`` entries their YAML files extend. ``model``, ``data`` and ``sampler`` are owned by their
-packages' YAML files and stay free-form here.
+``trainer.nope=1`` fails before anything runs. Process, loss and sampler options get the same checks through the
+``schema/process/*``, ``schema/loss/*`` and ``schema/sampler/*`` entries their YAML files extend; those schemas are
+generated from the classes' and functions' signatures (``generated_schemas``), where the defaults live. ``model``
+and ``data`` are owned by their packages' YAML files and stay free-form here.
 
 Call ``register()`` before composing (train.py and the tests do); it is idempotent.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -83,80 +85,38 @@ class TrainConfig:
     prediction: str = "eps"
     # continue the run in hydra.run.dir from its latest checkpoint
     resume: bool = False
+    # build whatever the resumed checkpoint's saved config names (default: only the project's own classes)
+    trust_checkpoint_config: bool = False
 
 
-# ---- processes (configs/process/*.yaml extend these) ---------------------------------------------
-@dataclass
-class DDPMConfig:
-    _target_: str = "diffusion.processes.DDPM"
-    schedule: str = "linear"
-    num_steps: int = 1000
+# ---- processes, losses and samplers: schemas generated from their signatures (diffusion/schemas.py) ----------
+#: configs/loss/<file>.yaml -> the loss class it extends (the process is passed when the loss is built)
+LOSSES = {"eps_mse": "EpsMSE", "dsm": "DSM", "hybrid": "HybridLoss", "vlb": "VLBLoss"}
 
 
-@dataclass
-class VPSDEConfig:
-    _target_: str = "diffusion.processes.VPSDE"
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    t_min: float = 1e-3
-    t_eps: float = 1e-5
+def generated_schemas() -> dict[tuple[str, str], type]:
+    """``(group, name) -> dataclass`` for every process (by ``Process.name``), loss and registered sampler."""
+    from diffusion import losses, processes, samplers
+    from diffusion.buildable import _REGISTERED
+    from diffusion.schemas import schema_from_signature
+
+    out: dict[tuple[str, str], type] = {}
+    for path, obj in _REGISTERED.items():
+        if isinstance(obj, type) and issubclass(obj, processes.Process) and path.startswith("diffusion."):
+            public = f"diffusion.processes.{obj.__name__}"
+            target = public if getattr(processes, obj.__name__, None) is obj else path
+            out[("schema/process", obj.name)] = schema_from_signature(obj, target)
+    for key, cls in LOSSES.items():
+        out[("schema/loss", key)] = schema_from_signature(getattr(losses, cls), f"diffusion.losses.{cls}",
+                                                          skip=("process",), fixed={"_partial_": True})
+    steps = inspect.signature(samplers.SamplerSpec).parameters["steps"].default
+    for name, fn in samplers.SAMPLERS.items():
+        out[("schema/sampler", name)] = schema_from_signature(fn, "diffusion.samplers.SamplerSpec", name=name,
+                                                              keyword_only=True, fixed={"name": name, "steps": steps})
+    return out
 
 
-@dataclass
-class SubVPSDEConfig(VPSDEConfig):
-    _target_: str = "diffusion.processes.SubVPSDE"
-
-
-@dataclass
-class VESDEConfig:
-    _target_: str = "diffusion.processes.VESDE"
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    t_min: float = 1e-5
-    t_eps: float = 1e-5
-
-
-# ---- losses (configs/loss/*.yaml extend these; the process is passed when the loss is built) -----
-@dataclass
-class EpsMSEConfig:
-    _target_: str = "diffusion.losses.EpsMSE"
-    _partial_: bool = True
-
-
-@dataclass
-class DSMConfig:
-    _target_: str = "diffusion.losses.DSM"
-    _partial_: bool = True
-    weighting: str = "sigma2"  # sigma2 | likelihood
-    importance_sampling: bool = False
-
-
-@dataclass
-class HybridLossConfig:
-    _target_: str = "diffusion.losses.HybridLoss"
-    _partial_: bool = True
-    vlb_weight: float = 0.001
-    variance: str = "beta"  # reverse-step variance of the bound: beta | beta_tilde
-
-
-@dataclass
-class VLBLossConfig:
-    _target_: str = "diffusion.losses.VLBLoss"
-    _partial_: bool = True
-    variance: str = "beta"
-
-
-SCHEMAS: dict[tuple[Optional[str], str], type] = {
-    (None, "train_schema"): TrainConfig,
-    ("schema/process", "ddpm"): DDPMConfig,
-    ("schema/process", "vpsde"): VPSDEConfig,
-    ("schema/process", "subvpsde"): SubVPSDEConfig,
-    ("schema/process", "vesde"): VESDEConfig,
-    ("schema/loss", "eps_mse"): EpsMSEConfig,
-    ("schema/loss", "dsm"): DSMConfig,
-    ("schema/loss", "hybrid"): HybridLossConfig,
-    ("schema/loss", "vlb"): VLBLossConfig,
-}
+SCHEMAS: dict[tuple[Optional[str], str], type] = {(None, "train_schema"): TrainConfig}
 
 _stamp: list[str] = []
 
@@ -174,10 +134,15 @@ def set_run_stamp(stamp: str) -> None:
 
 
 def register() -> None:
-    """Put the schemas into Hydra's ConfigStore and register the ``run_stamp`` resolver."""
+    """Put every schema (train, sample, evaluate and the generated group schemas) into Hydra's ConfigStore and
+    register the ``run_stamp`` resolver; idempotent. ``diffusion.cli.run_main`` calls it."""
     from hydra.core.config_store import ConfigStore
 
+    from diffusion.evaluation.config import EvaluateConfig, SampleConfig
+
     cs = ConfigStore.instance()
-    for (group, name), node in SCHEMAS.items():
+    schemas = {**SCHEMAS, (None, "sample_schema"): SampleConfig, (None, "evaluate_schema"): EvaluateConfig,
+               **generated_schemas()}
+    for (group, name), node in schemas.items():
         cs.store(group=group, name=name, node=node)
     OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from diffusion.buildable import buildable
 from diffusion.likelihood.bound import ddpm_prior_kl, ddpm_terms
 from diffusion.parameterization import from_eps
-from diffusion.processes.base import Process
+from diffusion.processes.base import MARKOV_CHAIN, Process
 
 WEIGHTINGS = ("sigma2", "likelihood")
 
@@ -36,6 +37,7 @@ def _mean_flat(x: Tensor) -> Tensor:
     return x.flatten(1).mean(1)
 
 
+@buildable
 class EpsMSE:
     r"""DDPM's L_simple (Ho et al. 2020 eq. 14): E_{t, eps} mean_dims |target - net(x_t, t)|^2, t ~ process.sample_t.
 
@@ -57,6 +59,7 @@ class EpsMSE:
         return _mean_flat((out.to(x0.dtype) - target) ** 2)
 
 
+@buildable
 class DSM:
     r"""Continuous denoising score matching (Song et al. 2021 eq. 7), mean over dimensions:
 
@@ -101,6 +104,7 @@ class DSM:
         return weight.to(x0.dtype) * loss
 
 
+@buildable
 class VLBLoss:
     r"""The DDPM variational bound as a loss (fixed reverse variance), per dimension in nats.
 
@@ -111,7 +115,7 @@ class VLBLoss:
     """
 
     def __init__(self, process: Process, variance: str = "beta"):
-        if process.continuous:
+        if MARKOV_CHAIN not in process.offers:
             raise ValueError("VLBLoss is the discrete DDPM bound; for an SDE use DSM(process, weighting='likelihood')")
         self.process, self.variance = process, variance
 
@@ -124,6 +128,7 @@ class VLBLoss:
         return (p.num_steps * terms + ddpm_prior_kl(p, x0)) / x0[0].numel()
 
 
+@buildable
 class HybridLoss:
     r"""Nichol & Dhariwal 2021 eq. 16: L_hybrid = L_simple + vlb_weight * L_vlb, with L_vlb the full bound
     estimate of ``VLBLoss`` (so vlb_weight = 0.001 at N = 1000 weights the sampled term by N/1000 = 1, as in

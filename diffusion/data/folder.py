@@ -14,10 +14,13 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from diffusion.buildable import buildable
+
 from .errors import DataError
 from .memory import check_split, to_unit_range
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 
 
 def find_images(root: Path) -> list[Path]:
@@ -40,6 +43,7 @@ def center_crop_square(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+@buildable
 class ImageFolder(Dataset):
     """Unlabelled images from a folder: items are (image (C, size, size) in [-1, 1], -1).
 
@@ -87,7 +91,8 @@ class ImageFolder(Dataset):
         """Image `index` as uint8 (C, size, size), resized and cropped, before any flip."""
         path = self.files[index]
         try:
-            with Image.open(path) as image:
+            # only these decoders: others (EPS) would start external programs on a file's say-so
+            with Image.open(path, formats=FORMATS) as image:
                 # JPEG only: decode at a reduced scale that still covers image_size (much faster for large photos).
                 image.draft("RGB" if self.channels == 3 else "L", (self.image_size, self.image_size))
                 image = image.convert("RGB" if self.channels == 3 else "L")

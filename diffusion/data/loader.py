@@ -89,8 +89,7 @@ def make_loader(
         in_memory: batch an `InMemoryImages` data set (MNIST5k, MNIST, CIFAR10) by direct indexing
             (`InMemoryLoader`) instead of a DataLoader. Default: yes for such data sets, whatever
             num_workers says: one gather per batch in the main process outruns any worker
-            (MNIST5k at batch 128 on 2 CPU cores: ~1.5M images/s against ~0.1M for a DataLoader
-            with 0 workers and ~0.05M with 1 worker). Pass False to force a DataLoader.
+            (measured in benchmarks/train_speed.md). Pass False to force a DataLoader.
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be positive, got {batch_size}: set a positive batch size")

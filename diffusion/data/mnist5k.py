@@ -11,6 +11,8 @@ import functools
 import numpy as np
 import torch
 
+from diffusion.buildable import buildable
+
 from .errors import DataError
 from .memory import InMemoryImages, check_split
 
@@ -54,6 +56,7 @@ def split_indices(labels: torch.Tensor, test_fraction: float = TEST_FRACTION, se
     }
 
 
+@buildable
 class MNIST5k(InMemoryImages):
     """5,000 MNIST digits (28x28, 1 channel, 10 classes): 4,500 train / 500 test, fixed split.
 

@@ -10,9 +10,10 @@ import os
 import pickle
 
 import numpy as np
-import functools
 
 import torch
+
+from diffusion.buildable import buildable
 
 from .errors import DataError
 from .memory import InMemoryImages, check_split
@@ -51,6 +52,7 @@ def _load(build, name: str, config: str, root: str, download: bool, where: str):
         ) from None
 
 
+@buildable
 class MNIST(InMemoryImages):
     """MNIST (60,000 train / 10,000 test, 28x28, 1 channel, 10 classes) via torchvision.
 
@@ -74,31 +76,44 @@ class MNIST(InMemoryImages):
         super().__init__(images, source.targets, num_classes=10, split=split, flip=False, as_uint8=as_uint8)
 
 
-@functools.cache
-def _cifar10_batches() -> type:
-    """torchvision's CIFAR-10 reader with the per-file md5 check moved to download time.
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays, and refuses every other global: a CIFAR-10 batch is a pickle, and
+    an ordinary ``pickle.load`` (torchvision's) would run whatever code a tampered batch file names."""
 
-    torchvision parametrizes its CIFAR readers by the class attributes below (its CIFAR100 is this
-    same subclassing); an md5 of None makes `check_integrity` test only that the file exists. The
-    download still verifies the archive's md5 (`tgz_md5`), and a truncated or foreign batch fails
-    to unpickle or reshape, which we report as corrupt. Hashing 180 MB at every start buys little
-    beyond that, and it would reject any file in the real format but with other contents (such as
-    the tiny batches the tests write).
-    """
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # protocol 2 stores bytes as _codecs.encode(text, "latin1")
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name}")
+
+
+def read_cifar_batch(path: str) -> tuple[np.ndarray, list[int]]:
+    """Images (N, 32, 32, 3) uint8 and labels of one ``cifar-10-batches-py`` file, unpickled without running code."""
+    with open(path, "rb") as f:
+        entry = _ArraysOnly(f, encoding="latin1").load()
+    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return data, [int(label) for label in entry["labels"]]
+
+
+def _download_cifar10(root: str) -> None:
+    """torchvision's download: the archive from its URL, checked against its md5, unpacked under root."""
     from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
+    from torchvision.datasets.utils import download_and_extract_archive
 
-    class CIFAR10Batches(TorchvisionCIFAR10):
-        train_list = [[filename, None] for filename, _ in TorchvisionCIFAR10.train_list]
-        test_list = [[filename, None] for filename, _ in TorchvisionCIFAR10.test_list]
-        meta = {**TorchvisionCIFAR10.meta, "md5": None}
-
-    return CIFAR10Batches
+    source = TorchvisionCIFAR10
+    download_and_extract_archive(source.url, root, filename=source.filename, md5=source.tgz_md5)
 
 
+@buildable
 class CIFAR10(InMemoryImages):
     """CIFAR-10 (50,000 train / 10,000 test, 32x32, 3 channels, 10 classes) via torchvision.
 
-    Reads the python pickle batches `root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`.
+    Reads the python pickle batches `root/cifar-10-batches-py/{data_batch_1..5, test_batch}` with an unpickler
+    that admits numpy arrays and plain data only (``read_cifar_batch``): a tampered batch cannot run code.
+    ``download=True`` fetches torchvision's archive and checks its md5.
 
     Args:
         flip: random horizontal flips on the train split (the usual CIFAR-10 augmentation, Ho et al. 2020).
@@ -111,14 +126,31 @@ class CIFAR10(InMemoryImages):
     ) -> None:
         check_split(self.name, split)
         root = os.fspath(root)
-        reader = _cifar10_batches()
-        where = os.path.join(root, reader.base_folder)
-        source = _load(
-            lambda: reader(root, train=split == "train", download=download),
-            "CIFAR-10", "cifar10", root, download, where,
-        )
-        if source.data.shape[1:] != (32, 32, 3) or len(source.targets) != len(source.data):
+        where = os.path.join(root, "cifar-10-batches-py")
+        names = [f"data_batch_{k}" for k in range(1, 6)] if split == "train" else ["test_batch"]
+        if download and not all(os.path.isfile(os.path.join(where, n)) for n in names):
+            _load(lambda: _download_cifar10(root), "CIFAR-10", "cifar10", root, download, where)
+        batches = []
+        for name in names:
+            path = os.path.join(where, name)
+            if not os.path.isfile(path):
+                raise DataError(f"CIFAR-10 not found under {root} ({path} is missing): run python train.py "
+                                f"data=cifar10 data.download=true (or put the torchvision CIFAR-10 files under {where})") from None
+            try:
+                batches.append(read_cifar_batch(path))
+            except pickle.UnpicklingError as error:
+                if "Unsupported global" in str(error):
+                    raise DataError(f"{path} is a pickle that would run code ({str(error).split()[-1]}), not a CIFAR-10 "
+                                    "batch; nothing was run: delete the folder and re-download") from None
+                raise DataError(f"CIFAR-10 files under {where} are corrupt ({_one_line(error)}): delete them and "
+                                "run python train.py data=cifar10 data.download=true") from None
+            except _CORRUPT as error:
+                raise DataError(f"CIFAR-10 files under {where} are corrupt ({_one_line(error)}): delete them and "
+                                "run python train.py data=cifar10 data.download=true") from None
+        data = np.concatenate([images for images, _ in batches])
+        targets = [label for _, labels in batches for label in labels]
+        if data.shape[1:] != (32, 32, 3) or len(targets) != len(data):
             raise DataError(f"CIFAR-10 files under {where} are corrupt (unexpected shapes): delete them and re-download")
-        images = torch.from_numpy(np.ascontiguousarray(source.data.transpose(0, 3, 1, 2)))  # HWC -> CHW
-        labels = torch.as_tensor(source.targets, dtype=torch.int64)
+        images = torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2)))  # HWC -> CHW
+        labels = torch.as_tensor(targets, dtype=torch.int64)
         super().__init__(images, labels, num_classes=10, split=split, flip=flip, as_uint8=as_uint8)

@@ -41,6 +41,7 @@ class SampleConfig:
     clip_denoised: Optional[float] = 1.0  # clip each denoised estimate to [-1, 1] (null: off)
     grid: int = 64  # samples shown in the PNG grid (0: no grid)
     progress: bool = True
+    trust_checkpoint_config: bool = False  # build whatever the checkpoint's config names (default: own classes only)
 
 
 @dataclass
@@ -86,15 +87,14 @@ class EvaluateConfig:
     progress: bool = True
     samples: Optional[str] = None  # task=fid: an .npz of samples or a folder of images
     data: Optional[Any] = None  # task=fid without ckpt: the reference data set, a group option (data=cifar10)
+    trust_checkpoint_config: bool = False  # build whatever the checkpoint's config names (default: own classes only)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     fid: FIDConfig = field(default_factory=FIDConfig)
 
 
 def register() -> None:
-    """Put the schemas into Hydra's ConfigStore (idempotent)."""
-    from hydra.core.config_store import ConfigStore
+    """Put the schemas into Hydra's ConfigStore (``diffusion.config.register`` holds them all)."""
+    from diffusion import config
 
-    cs = ConfigStore.instance()
-    cs.store(name="sample_schema", node=SampleConfig)
-    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    config.register()

@@ -10,7 +10,7 @@ between the Gaussians fitted to the features of samples (s) and of the real trai
 the samples look like digits in the right proportions. Numbers are comparable only between runs that use the same
 classifier (same data, same seed): the cache key records both.
 
-The classifier trains in ~10 seconds on one CPU core (~98% test accuracy on the 500 test digits), is cached in ``cache_dir()``
+The classifier trains in seconds on one CPU core (its accuracy on the 500 test digits is printed and stored), is cached in ``cache_dir()``
 (``$DIFFUSION_CACHE``, else ``~/.cache/diffusion``) as safetensors together with the reference statistics,
 and loads back without pickle.
 """
@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from diffusion.errors import EvaluationError
 from diffusion.evaluation.frechet import frechet_distance, gaussian_stats
-from diffusion.evaluation.io import write_atomic
+from diffusion.runs.store import write_atomic
 
 VERSION = 1  # bump when the network, its training or the feature layer change: old caches are then ignored
 FEATURE_DIM = 128
@@ -76,13 +77,13 @@ def to_float_images(images: Tensor) -> Tensor:
     """uint8 images, (N, 1, 28, 28) or (N, 28, 28, 1) or (N, 28, 28), as float32 (N, 1, 28, 28) in [0, 1]."""
     images = torch.as_tensor(images)
     if images.dtype != torch.uint8:
-        raise ValueError(f"digit features take uint8 images, got {images.dtype}: quantize samples with to_uint8() first")
+        raise EvaluationError(f"digit features take uint8 images, got {images.dtype}: quantize samples with to_uint8() first")
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] == 1 and images.shape[1] != 1:
         images = images.permute(0, 3, 1, 2)
     if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"digit features need 1x28x28 digits, got images of shape {tuple(images.shape)}")
+        raise EvaluationError(f"digit features need 1x28x28 digits, got images of shape {tuple(images.shape)}")
     return images.float() / 255.0
 
 
@@ -192,7 +193,7 @@ class DigitFeatures:
     def frechet_distance(self, images: Tensor) -> float:
         """FD between the digit features of uint8 ``images`` and those of the real MNIST5k train digits."""
         if len(images) < 2:
-            raise ValueError(f"the digit Frechet distance needs at least 2 images, got {len(images)}")
+            raise EvaluationError(f"the digit Frechet distance needs at least 2 images, got {len(images)}")
         mu, cov = self.stats(images)
         return frechet_distance(mu, cov, self.ref_mu, self.ref_cov)
 

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from diffusion.errors import EvaluationError
 from diffusion.evaluation.frechet import frechet_distance, gaussian_stats
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -134,6 +135,6 @@ class FID:
 
     def __call__(self, images: Tensor) -> float:
         if len(images) < 2:
-            raise ValueError(f"FID needs at least 2 images, got {len(images)}")
+            raise EvaluationError(f"FID needs at least 2 images, got {len(images)}")
         mu, cov = gaussian_stats(inception_features(self.net, images, self.batch_size, self.device))
         return frechet_distance(mu, cov, self.ref_mu, self.ref_cov)

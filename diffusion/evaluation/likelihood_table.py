@@ -24,7 +24,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from diffusion.evaluation.io import json_safe
+from diffusion.errors import EvaluationError
+from diffusion.runs.store import json_safe
 from diffusion.processes.base import Process
 
 
@@ -125,7 +126,7 @@ def likelihood_table(process: Process, model: Callable[..., Tensor], images: Ten
     if images.dtype != torch.uint8:
         raise ValueError(f"likelihood_table takes the raw uint8 images, got {images.dtype}: pass the data set with as_uint8=True")
     if not (ode or bound):
-        raise ValueError("nothing to compute: enable ode or bound")
+        raise EvaluationError("nothing to compute: enable ode or bound")
     n, dims = images.shape[0], images[0].numel()
     x = likelihood.dequantize(images, torch.Generator().manual_seed(seed)).to(dtype)
     estimates = []

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from diffusion.errors import EvaluationError
 from diffusion.evaluation.digit_features import DigitFeatures, cache_dir, load_digit_features
 
 DIGIT_SHAPE = (1, 28, 28)
@@ -63,7 +64,7 @@ def build_quality(shape: tuple[int, ...], reference: Callable[[], Tensor] | None
     want_digits = is_digits(shape, data_target) if digit_fd == "auto" else bool(digit_fd)
     if want_digits:
         if tuple(shape) != DIGIT_SHAPE:
-            raise ValueError(f"digit_fd needs 1x28x28 digits, these samples are {'x'.join(map(str, shape))}: set digit_fd=false")
+            raise EvaluationError(f"digit_fd needs 1x28x28 digits, these samples are {'x'.join(map(str, shape))}: set digit_fd=false")
         quality.digits = load_digit_features(cache_path, log=log)
         log(f"digit classifier: test accuracy {quality.digits.test_accuracy:.2%} on the MNIST5k test split")
     if fid in (True, "auto", "true"):

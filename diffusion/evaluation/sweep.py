@@ -14,45 +14,37 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from diffusion.evaluation.generate import generate
-from diffusion.evaluation.io import json_safe, save_grid
+from diffusion.runs.generate import generate
+from diffusion.runs.store import json_safe, save_grid
 from diffusion.processes.base import Process
+from diffusion.samplers.spec import SamplerSpec
 
 METRICS = {"fid": "FID (Inception)", "digit_fd": "digit FD"}
 
 
-def check_samplers(process: Process, samplers: Sequence[str], key: str = "sweep.samplers") -> None:
-    """Fail before anything runs if a sampler is unknown or cannot run on ``process``: one line naming ``key``."""
-    from diffusion.samplers import SAMPLER_PROCESSES, SAMPLERS
-
-    runnable = [n for n in SAMPLERS if process.name in SAMPLER_PROCESSES.get(n, (process.name,))]
-    for name in samplers:
-        if name not in SAMPLERS:
-            raise ValueError(f"unknown sampler {name!r} in {key}; choose from {', '.join(SAMPLERS)}")
-        if name not in runnable:
-            kinds = SAMPLER_PROCESSES.get(name, ())
-            raise ValueError(f"sampler {name!r} cannot run on {process!r} (only on {', '.join(kinds)}): "
-                             f"set {key} to one of {', '.join(runnable)}")
-
-
-def run_sweep(process: Process, model: Callable, shape: Sequence[int], samplers: dict[str, dict[str, Any]],
-              steps: Sequence[int], *, n: int, batch_size: int = 64, seed: int = 0, device: torch.device | str = "cpu",
+def run_sweep(process: Process, model: Callable, shape: Sequence[int],
+              samplers: Sequence[SamplerSpec] | dict[str, dict[str, Any]], steps: Sequence[int], *, n: int, batch_size: int = 64, seed: int = 0, device: torch.device | str = "cpu",
               quality: Callable[[torch.Tensor], dict[str, float | None]] | None = None,
               num_classes: int | None = None, grid_dir: str | Path | None = None, progress: bool = False,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """One row per (sampler, steps): {"sampler", "steps", "nfe", "seconds", "images_per_second", "fid", "digit_fd"}.
 
-    samplers: name -> its options (e.g. {"ddim": {"eta": 0.0}, "pc": {"snr": 0.16}}); ``steps`` overrides theirs.
+    samplers: ``SamplerSpec``s, or name -> options (e.g. {"ddim": {"eta": 0.0}, "pc": {"snr": 0.16}}); ``steps``
+    overrides theirs. Every one is checked against the process before anything runs.
     With ``grid_dir`` the first 16 samples of every row are saved as ``<sampler>_<steps>.png``.
     """
-    check_samplers(process, list(samplers))
+    if isinstance(samplers, dict):
+        samplers = [SamplerSpec(name, **{k: v for k, v in (options or {}).items() if k not in ("name", "steps")})
+                    for name, options in samplers.items()]
+    for spec in samplers:
+        spec.check(process)
     rows = []
-    for name, options in samplers.items():
-        options = {k: v for k, v in (options or {}).items() if k not in ("name", "steps")}
+    for spec in samplers:
+        name = spec.name
         for s in steps:
-            images, _, stats = generate(process, model, n, shape, sampler=name, steps=int(s), seed=seed,
-                                        batch_size=batch_size, options=options, num_classes=num_classes,
-                                        device=device, progress=progress)
+            images, _, stats = generate(process, model, n, shape, sampler=spec.replace(steps=int(s)), seed=seed,
+                                        batch_size=batch_size, num_classes=num_classes, device=device,
+                                        progress=progress)
             scores = quality(images) if quality is not None else {}
             row = {"sampler": name, "steps": int(s), "nfe": stats.nfe, "seconds": stats.seconds,
                    "images_per_second": stats.images_per_second, "n": n,

@@ -51,7 +51,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from diffusion.processes.base import Process, posterior
+from diffusion.processes.base import MARKOV_CHAIN, Process, posterior
 from diffusion.utils import append_dims
 
 VARIANCES = ("beta_tilde", "beta")
@@ -211,7 +211,7 @@ def variational_bound(process: Process, model: Callable, x: Tensor, *, generator
                       return_stats: bool = False) -> Tensor | tuple[Tensor, dict]:
     r"""An upper bound on -log p(x) in nats per sample (summed over dimensions), shape (batch,).
 
-    DDPM (``process.continuous`` False): the discrete bound on the model density of the clean x, all N
+    DDPM (a process that offers ``MARKOV_CHAIN``): the discrete bound on the model density of the clean x, all N
     terms with one x_t draw each (``t_samples=None``, N model evaluations) or ``t_samples`` uniformly drawn
     steps; reverse variance ``variance`` = ``"beta"`` (default) or ``"beta_tilde"``. For continuous data
     beta is the tight choice: on the tests' Gaussian mixture with the exact model the bound exceeds the
@@ -227,7 +227,7 @@ def variational_bound(process: Process, model: Callable, x: Tensor, *, generator
     if t_samples is not None and (not isinstance(t_samples, int) or t_samples < 1):
         raise ValueError(f"t_samples must be a positive integer or None, got {t_samples!r}")
     with torch.no_grad():
-        if process.continuous:
+        if MARKOV_CHAIN not in process.offers:
             bound, stderr, nfe = sde_bound(process, model, x, generator=generator, t_start=t_start,
                                            t_samples=SDE_T_SAMPLES if t_samples is None else t_samples)
         else:

@@ -18,9 +18,9 @@ vector-Jacobian product per dimension, batched with vmap) or Hutchinson's estima
 E_v[v^T (d eps/dx) v] with Rademacher or Gaussian probes v that stay fixed along the whole trajectory
 (Grathwohl et al. 2019, FFJORD), so each probe yields an unbiased estimate of log p.
 
-The solver's clock is t for the SDEs and lambda = log SNR for DDPM (``time_variable``): d/dlambda =
-(dt/dlambda) d/dt with dt/dlambda = -sigma^2/g^2, which is smooth where DDPM's piecewise-constant beta
-is not.
+The solver's clock is the process's ``ode_clock`` unless ``time_variable`` says otherwise: t for the SDEs and
+lambda = log SNR for DDPM, where d/dlambda = (dt/dlambda) d/dt is smooth and DDPM's piecewise-constant beta is
+not (``diffusion.probability_flow``, shared with the ODE sampler).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from diffusion.probability_flow import CLOCKS, flow_coefficients, from_clock, to_clock
 from diffusion.processes.base import Process
 from diffusion.utils import append_dims
 
@@ -38,7 +39,7 @@ from diffusion.utils import append_dims
 EXACT_CHUNK = 64
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
-TIME_VARIABLES = ("t", "log_snr")
+TIME_VARIABLES = CLOCKS
 
 
 def exact_divergence(out: Tensor, x: Tensor, chunk: int = EXACT_CHUNK) -> Tensor:
@@ -119,28 +120,20 @@ def ode_nll(process: Process, model: Callable[[Tensor, Tensor], Tensor], x: Tens
     # process. DDPM needs lambda: its piecewise-constant beta kinks the rhs at each integer t, which stalls
     # adaptive solvers (measured: 2e-3 nats/dim error at rtol=1e-5 in t, 6e-5 in lambda). For the SDEs t is
     # smooth and takes fewer evaluations at loose tolerances.
-    if time_variable is None:
-        time_variable = "t" if process.continuous else "log_snr"
-    if time_variable not in TIME_VARIABLES:
-        raise ValueError(f"unknown time_variable {time_variable!r}; choose one of {', '.join(TIME_VARIABLES)}")
-    ends = torch.tensor([t0, t1], dtype=torch.float64)
-    if time_variable == "log_snr":
-        ends = process.log_snr(ends)
+    clock = process.ode_clock if time_variable is None else time_variable
+    if clock not in TIME_VARIABLES:
+        raise ValueError(f"unknown time_variable {clock!r}; choose one of {', '.join(TIME_VARIABLES)}")
+    ends = to_clock(process, torch.tensor([t0, t1], dtype=torch.float64), clock)
+    if clock == "log_snr":
         if not torch.allclose(process.t_from_log_snr(ends), torch.tensor([t0, t1], dtype=torch.float64), rtol=1e-6, atol=1e-9):
             raise ValueError(f"t_start={t0} is outside the range where {process!r} inverts its log-SNR; use t_start >= process.t_eps")
 
-    def dynamics(clock: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def dynamics(value: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         nonlocal nfe
         nfe += 1
         x_t = state[0]
-        clock = clock.reshape(1).double()
-        t = (process.t_from_log_snr(clock) if time_variable == "log_snr" else clock).expand(batch)
-        sigma, f = process.sigma(t), process.f_coef(t)
-        # dx/dt = f x - 1/2 g^2 score = f x + g^2 / (2 sigma) eps
-        x_coef, eps_coef = f, process.g2(t) / (2 * sigma)
-        if time_variable == "log_snr":  # dt/dlambda = -sigma^2 / g^2
-            dt_dclock = -sigma**2 / process.g2(t)
-            x_coef, eps_coef = x_coef * dt_dclock, eps_coef * dt_dclock
+        t = from_clock(process, value.reshape(1), clock).expand(batch)
+        x_coef, eps_coef = flow_coefficients(process, t, clock)  # d x / d clock = x_coef x + eps_coef eps
         with torch.enable_grad():
             x_in = x_t.detach().requires_grad_(True)
             eps = model(x_in, t.to(dtype)).to(dtype)

@@ -28,6 +28,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from diffusion.buildable import buildable
 from diffusion.nn.attention import AttentionBlock
 from diffusion.nn.embeddings import noise_embedding
 
@@ -115,6 +116,7 @@ class Stage(nn.Module):
         return self.attn(h) if self.attn is not None else h
 
 
+@buildable
 class UNet(nn.Module):
     """``net(x, t, class_labels=None) -> output`` with the shape of x (eps, x0, v or score).
 

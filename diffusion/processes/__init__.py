@@ -1,7 +1,7 @@
 """Noise processes: DDPM (discrete, with its Bayes posterior) and the VP, sub-VP and VE SDEs."""
-from diffusion.processes.base import SPACINGS, Process, posterior
+from diffusion.processes.base import MARKOV_CHAIN, SPACINGS, Process, posterior
 from diffusion.processes.ddpm import DDPM, cosine_betas, linear_betas
 from diffusion.processes.ve import VESDE
 from diffusion.processes.vp import VPSDE, SubVPSDE
 
-__all__ = ["Process", "posterior", "SPACINGS", "DDPM", "VPSDE", "SubVPSDE", "VESDE", "linear_betas", "cosine_betas"]
+__all__ = ["Process", "posterior", "SPACINGS", "MARKOV_CHAIN", "DDPM", "VPSDE", "SubVPSDE", "VESDE", "linear_betas", "cosine_betas"]

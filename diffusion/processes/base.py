@@ -21,22 +21,33 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from diffusion.buildable import buildable
 from diffusion.utils import append_dims
 
 SPACINGS = ("uniform", "quadratic", "logsnr", "karras")
+#: a capability (``Process.offers``): a discrete chain of trained steps, whose Bayes posterior the ancestral
+#: ``ddpm`` sampler, the discrete bound and ``VLBLoss`` walk
+MARKOV_CHAIN = "markov_chain"
 
 
 class Process(ABC):
     #: short name used in configs and error messages
     name: str = "process"
-    #: False only for DDPM, whose model time is the integer step index
-    continuous: bool = True
+    #: capabilities beyond the Gaussian marginals and the SDE, which every process has (``MARKOV_CHAIN``)
+    offers: frozenset[str] = frozenset()
+    #: the clock the probability-flow ODE is best solved over: ``t``, or ``log_snr`` where f and g^2 jump in t
+    ode_clock: str = "t"
     #: largest time: the prior lives here
     t_max: float = 1.0
     #: smallest time where samplers evaluate the model before the final denoising step
     t_min: float = 1e-3
     #: smallest time used by training and by likelihoods (Song et al. use 1e-5)
     t_eps: float = 1e-5
+
+    def __init_subclass__(cls, **kwargs):
+        # every process may be rebuilt from a checkpoint's config (diffusion.buildable)
+        super().__init_subclass__(**kwargs)
+        buildable(cls)
 
     # ---- the marginal q(x_t | x_0) ------------------------------------------------------------
     @abstractmethod

@@ -34,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-from diffusion.processes.base import Process
+from diffusion.processes.base import MARKOV_CHAIN, Process
 
 
 def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -55,7 +55,8 @@ SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
 
 class DDPM(Process):
     name = "ddpm"
-    continuous = False
+    offers = frozenset({MARKOV_CHAIN})
+    ode_clock = "log_snr"  # beta(t) is piecewise constant: f and g^2 jump at every integer t (probability_flow.py)
 
     def __init__(self, schedule: str = "linear", num_steps: int = 1000, betas: Tensor | None = None):
         if betas is None:

@@ -15,12 +15,14 @@ Every sampler walks ``process.timesteps(steps, spacing)`` from t_max to t_min an
 clean data (x0_pred at t_min), so a one-evaluation-per-step sampler costs exactly ``steps`` model calls. The
 exception is ``dpmpp_2m``: it spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times and
 returns x at t_min (the DPM-Solver authors' layout, which measured better at 5-10 NFE). A
-sampler's options are its keyword-only parameters (``sampler_options``; ``configs/sampler/<name>.yaml`` lists
-them with their defaults). Randomness comes only from the ``generator``, in a fixed order of draws.
+sampler's options are its keyword-only parameters (``sampler_options``; their defaults live there and nowhere
+else). Randomness comes only from the ``generator``, in a fixed order of draws.
+
+Adding a sampler: decorate the function with ``@register_sampler()`` (``needs={MARKOV_CHAIN}`` if it walks DDPM's
+discrete chain; see ``registry.py``), import its module here, and add ``configs/sampler/<name>.yaml``.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import torch
@@ -28,25 +30,15 @@ from torch import Tensor
 
 from diffusion.parameterization import clip_denoised as clip_denoised_model
 from diffusion.processes.base import Process
-from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step
-from diffusion.samplers.dpm_solver import dpmpp_2m
-from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift
-from diffusion.samplers.sde import euler_maruyama, pc
+from diffusion.samplers.registry import (MARKOV_CHAIN, SAMPLERS, check_sampler, lookup, register_sampler,
+                                         runs_on, sampler_options, samplers_for)
+from diffusion.samplers.spec import SamplerSpec, sampler_from_config
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "ddpm": ddpm,
-    "ddim": ddim,
-    "euler_maruyama": euler_maruyama,
-    "pc": pc,
-    "ode": ode,
-    "dpmpp_2m": dpmpp_2m,
-}
-
-_ALL_PROCESSES = ("ddpm", "vpsde", "subvpsde", "vesde")
-#: which sampler runs on which process kind (``Process.name``), for the README table
-SAMPLER_PROCESSES: dict[str, tuple[str, ...]] = {name: _ALL_PROCESSES for name in SAMPLERS}
-SAMPLER_PROCESSES["ddpm"] = ("ddpm",)
-_INSTEAD = {"ddpm": "use sampler='ddim' with eta=1 (the same posterior step) or sampler='euler_maruyama'"}
+# importing a sampler's module registers it; this order is the order of SAMPLERS (tables, sweeps)
+from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step  # noqa: E402  isort: skip
+from diffusion.samplers.sde import euler_maruyama, pc  # noqa: E402  isort: skip
+from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift  # noqa: E402  isort: skip
+from diffusion.samplers.dpm_solver import dpmpp_2m  # noqa: E402  isort: skip
 
 
 class CountingModel:
@@ -68,18 +60,6 @@ class CountingModel:
         if name == "model":  # not set yet (e.g. while unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.model, name)
-
-
-def sampler_options(sampler: str) -> dict[str, object]:
-    """The options of ``sampler`` with their defaults (its keyword-only parameters)."""
-    params = inspect.signature(_lookup(sampler)).parameters.values()
-    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
-def _lookup(sampler: str) -> Callable[..., Tensor]:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[sampler]
 
 
 def _null_class(model, null_class: int | None) -> int:
@@ -129,16 +109,8 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
         al.'s sampler does; see ``parameterization.clip_denoised``. None (default): the model as it is.
     options: the sampler's own (e.g. ddim: eta, spacing; see ``sampler_options``). Runs under no_grad.
     """
-    fn = _lookup(sampler)
-    valid = sampler_options(sampler)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for sampler {sampler!r}; "
-                         f"valid options: {', '.join(valid) or 'none'}")
-    kinds = SAMPLER_PROCESSES[sampler]
-    if process.name in _ALL_PROCESSES and process.name not in kinds:
-        raise ValueError(f"sampler {sampler!r} cannot run on {process!r} (only on {', '.join(kinds)}); "
-                         f"{_INSTEAD.get(sampler, '')}")
+    SamplerSpec(sampler, steps, **options).check(process)  # name, steps, options and process, checked once
+    fn = lookup(sampler)
     if x_T is None:
         if shape is None:
             raise ValueError("give a shape or x_T")
@@ -161,6 +133,7 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
     return fn(process, model, x, steps, generator, progress, **options)
 
 
-__all__ = ["sample", "SAMPLERS", "SAMPLER_PROCESSES", "CountingModel", "guided", "sampler_options",
+__all__ = ["sample", "SAMPLERS", "SamplerSpec", "sampler_from_config", "register_sampler", "check_sampler", "runs_on",
+           "samplers_for", "MARKOV_CHAIN", "CountingModel", "guided", "sampler_options",
            "ddpm", "ddim", "ddpm_step", "ddim_step", "euler_maruyama", "pc", "ode", "encode", "decode",
            "probability_flow_drift", "dpmpp_2m"]

@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from diffusion.processes.base import Process, posterior
+from diffusion.samplers.registry import MARKOV_CHAIN, check_sampler, register_sampler
 from diffusion.samplers.common import (EpsFn, alpha_sigma, check_choice, grid, model_time, noise_like, t64,
                                        transition)
 
@@ -60,13 +61,12 @@ def ddim_step(process: Process, x: Tensor, eps: Tensor, t: float, s: float | Non
     return x if c == 0 else x + c * noise
 
 
+@register_sampler(needs={MARKOV_CHAIN}, instead="ddim with eta=1 takes the same posterior step on any process")
 def ddpm(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
          progress: bool = False, *, variance: str = "beta_tilde", spacing: str = "uniform") -> Tensor:
     """Ancestral sampling with the Bayes posterior; ``steps`` < N respaces the chain (Nichol & Dhariwal 2021),
     the posterior between grid neighbours being exact for any pair s < t. DDPM process only."""
-    if process.continuous:
-        raise ValueError(f"sampler 'ddpm' needs the discrete DDPM process, got {process!r}; "
-                         "use sampler='ddim' with eta=1 or sampler='euler_maruyama' on an SDE")
+    check_sampler("ddpm", process)
     check_choice("variance", variance, VARIANCES)
     ts = grid(process, steps, spacing)
     for i in trange(len(ts), disable=not progress, desc="ddpm"):
@@ -76,6 +76,7 @@ def ddpm(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch
     return x
 
 
+@register_sampler()
 def ddim(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
          progress: bool = False, *, eta: float = 0.0, spacing: str = "uniform") -> Tensor:
     """DDIM with stochasticity eta in [0, 1] (0: deterministic; 1 on all N DDPM steps: DDPM itself)."""

@@ -20,30 +20,10 @@ history yet), and so is the last when steps < 10 (``lower_order_final``: a secon
 the last, longest step in lambda overshoots when there are few steps). Only alpha and sigma are needed, so
 every process runs it (DDPM through its continuous view, at fractional step indices; VE with alpha = 1).
 
-Measured on the 64-D narrow mixture of ``benchmarks/samplers.py`` (``GaussianMixture.random(64, k=4,
-scale=(0.01, 0.1), seed=0)``, exact model, 1000 samples, means over 5 x_T draws), FD / exact-sample floor on VP:
-
-    NFE                                                   5       10      20
-    previous layout (steps times, x0_pred at t_min)       8.58    1.62    1.64
-    + lower_order_final                                   6.31    1.64    1.64
-    this layout (steps + 1 times, x at t_min)             3.21    1.54    1.64
-    authors' code, logSNR, same layout                    3.21    1.54    1.64
-
-and by grid (FD / floor; mean distance of each sample to the converged solution from the same x_T):
-
-                 VP FD               VP error              DDPM-cosine error     sub-VP error
-                 5     10    20      5     10    20        5     10    20        5     10    20
-    logsnr       3.21  1.54  1.64    0.65  0.11  0.025     1.07  0.41  0.08      2.27  0.33  0.05
-    uniform      2.56  1.86  1.68    0.41  0.19  0.082     1.05  0.40  0.17      0.46  0.19  0.22
-    quadratic    2.90  1.62  1.64    0.55  0.13  0.036     2.33  0.81  0.32      0.75  0.20  0.06
-    karras       2.55  1.65  1.60    0.51  0.12  0.021     2.84  2.15  0.23      1.71  0.20  0.06
-
-(DDPM-linear matches VP within 0.1; on VE logsnr = uniform.) The default ``logsnr`` (the paper's choice) is
-the most accurate at 10 and 20 NFE on VP/DDPM and the only grid that ties the authors' best 10-NFE run; at 5
-NFE uniform-in-t and karras are better on VP (the last evaluation sits at lower lambda, where the mixture's
-components separate), but karras and quadratic break on the cosine schedule, whose clipped last beta puts a huge
-sigma range in one step, and uniform is 3-4x less accurate at 20 NFE. Pass ``spacing="uniform"`` for <= 5 NFE,
-and always on sub-VP at 5 NFE, where logsnr spreads its steps over twice VP's lambda range and loses to DDIM.
+The endpoint layout and the default ``logsnr`` grid were chosen by measurement on the exact mixtures of
+``benchmarks/samplers.py``: the tables are in ``benchmarks/samplers.md`` ("DPM-Solver++(2M): endpoint layout and
+time grids"). In short, ``logsnr`` is the most accurate at 10 and 20 NFE on VP/DDPM and the only grid robust on the
+cosine schedule; at <= 5 NFE ``spacing="uniform"`` is better on VP and sub-VP.
 ``tests/samplers/test_dpm_solver.py::test_default_spacing`` (slow) re-measures the 10-NFE choice.
 """
 from __future__ import annotations
@@ -55,12 +35,14 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from diffusion.processes.base import Process
+from diffusion.samplers.registry import register_sampler
 from diffusion.samplers.common import EpsFn, alpha_sigma, eps_and_x0, grid, half_log_snr
 
 #: below this many steps the last step is first order (the authors' ``lower_order_final`` rule)
 LOWER_ORDER_FINAL_BELOW = 10
 
 
+@register_sampler()
 def dpmpp_2m(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
              progress: bool = False, *, spacing: str = "logsnr") -> Tensor:
     """DPM-Solver++(2M) from t_max to x at t_min over ``process.timesteps(steps + 1, spacing)``; the model is

@@ -13,7 +13,9 @@ from torch import Tensor
 from torchdiffeq import odeint
 from tqdm.auto import tqdm
 
+from diffusion.probability_flow import CLOCKS, flow_coefficients, from_clock, to_clock
 from diffusion.processes.base import Process
+from diffusion.samplers.registry import register_sampler
 from diffusion.samplers.common import EpsFn, check_choice, eps_and_x0, grid, model_time
 from diffusion.utils import append_dims
 
@@ -23,18 +25,16 @@ _ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 METHODS = _ADAPTIVE_RK + FIXED_GRID_METHODS + ("scipy_solver",)
 
 
-def probability_flow_drift(process: Process, model: EpsFn, x: Tensor, t: Tensor | float) -> Tensor:
-    """f(x, t) - 1/2 g(t)^2 score(x, t) with score = -model(x, t) / sigma(t); t: a scalar or shape (batch,).
-    Differentiable in x (the likelihood code takes its divergence)."""
+def probability_flow_drift(process: Process, model: EpsFn, x: Tensor, t: Tensor | float, clock: str = "t") -> Tensor:
+    """dx/d(clock) of the probability-flow ODE: f(x, t) - 1/2 g(t)^2 score(x, t) with score = -model(x, t) / sigma(t)
+    for ``clock="t"`` (``diffusion.probability_flow``); t: a scalar or shape (batch,). Differentiable in x."""
     t = t.reshape(-1).expand(x.shape[0]) if isinstance(t, Tensor) else model_time(t, x)
-    t64 = t.double()
-    sigma = append_dims(process.sigma(t64).to(x.dtype), x.ndim)
-    g2 = append_dims(process.g2(t64).to(x.dtype), x.ndim)
-    score = -model(x, t).to(x.dtype) / sigma
-    return process.f(x, t) - 0.5 * g2 * score
+    a, b = flow_coefficients(process, t, clock)
+    eps = model(x, t).to(x.dtype)
+    return append_dims(a.to(x.dtype), x.ndim) * x + append_dims(b.to(x.dtype), x.ndim) * eps
 
 
-VARIABLES = ("auto", "t", "log_snr")
+VARIABLES = ("auto",) + CLOCKS
 
 
 def _solve(process: Process, model: EpsFn, x: Tensor, times: Tensor, method: str, rtol: float, atol: float,
@@ -42,27 +42,17 @@ def _solve(process: Process, model: EpsFn, x: Tensor, times: Tensor, method: str
     """x at times[0] carried along the ODE to times[-1], integrating over ``variable`` (see ``ode``)."""
     check_choice("ODE method", method, METHODS)
     check_choice("ODE variable", variable, VARIABLES)
-    if variable == "auto":
-        variable = "t" if process.continuous else "log_snr"
+    clock = process.ode_clock if variable == "auto" else variable
     bar = tqdm(disable=not progress, desc=f"ode ({method})", unit="nfe")
     solver_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     time_dtype = torch.float32 if x.device.type == "mps" else torch.float64
 
-    def drift_in_t(t: Tensor, y: Tensor) -> Tensor:
+    def drift(value: Tensor, y: Tensor) -> Tensor:
         bar.update()
-        return probability_flow_drift(process, model, y, t.to(y.device, time_dtype))
+        t = from_clock(process, value.detach().reshape(1).cpu(), clock)  # a scalar: cheaper on the CPU
+        return probability_flow_drift(process, model, y, t.to(y.device, time_dtype), clock)
 
-    def drift_in_log_snr(lam: Tensor, y: Tensor) -> Tensor:
-        # dx/dlambda = (dx/dt) / (dlambda/dt) with dlambda/dt = -g^2 / sigma^2: the jumps of f and g^2 in t cancel
-        bar.update()
-        t = process.t_from_log_snr(lam.detach().reshape(1).cpu().double())  # a scalar: cheaper on the CPU
-        dlam_dt = float(-process.g2(t) / process.sigma2(t))
-        return probability_flow_drift(process, model, y, t.to(y.device, time_dtype)) / dlam_dt
-
-    drift = drift_in_t
-    if variable == "log_snr":
-        times, drift = process.log_snr(times.double()), drift_in_log_snr
-    times = times.to(x.device, solver_dtype)
+    times = to_clock(process, times, clock).to(x.device, solver_dtype)
     options = {} if step_size is None else {"step_size": step_size}
     if method in _ADAPTIVE_RK:
         # torchdiffeq steps past the last time and interpolates back; past t_min sigma -> 0 and the score
@@ -73,6 +63,7 @@ def _solve(process: Process, model: EpsFn, x: Tensor, times: Tensor, method: str
     return out
 
 
+@register_sampler()
 def ode(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
         progress: bool = False, *, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
         step_size: float | None = None, spacing: str = "uniform", variable: str = "auto") -> Tensor:
@@ -84,12 +75,11 @@ def ode(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.
     ignore ``steps``; NFE is then the solver's count plus one for the final denoising. ``generator`` is unused:
     the sampler is deterministic given x_T.
 
-    variable: what the solver integrates over: ``t`` (dx/dt as written) or ``log_snr``, the same ODE over
-    lambda = log(alpha^2 / sigma^2): dx/dlambda = (dx/dt) / (dlambda/dt), dlambda/dt = -g^2 / sigma^2. ``auto``
-    (default) takes ``t`` for the SDEs and ``log_snr`` for DDPM: its piecewise-constant beta(t) makes f and g^2
-    jump at every integer t, which an adaptive solver's error estimate misses (dopri5 on a Gaussian: 1e-3 error
-    at rtol 1e-7 with 2300 NFE); over lambda the jumps cancel (dx/dlambda = (sigma^2 x - sigma eps)/2 for every
-    VP-type process) and the same solve is accurate to 3e-8 with 180 NFE. ``step_size`` is in units of the variable.
+    variable: what the solver integrates over (``diffusion.probability_flow``): ``t`` (dx/dt as written) or
+    ``log_snr``, the same ODE over lambda = log(alpha^2 / sigma^2). ``auto`` (default) takes the process's
+    ``ode_clock``: ``log_snr`` for DDPM, whose piecewise-constant beta(t) makes f and g^2 jump at every integer t
+    (an adaptive solver's error estimate misses the jumps; over lambda they cancel), ``t`` for the SDEs.
+    ``step_size`` is in units of the variable.
     """
     if method in FIXED_GRID_METHODS and step_size is None:
         if steps < 2:

@@ -32,12 +32,14 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from diffusion.processes.base import Process
+from diffusion.samplers.registry import register_sampler
 from diffusion.samplers.common import (EpsFn, alpha_sigma, check_choice, eps_and_x0, f_g2, grid, model_time,
                                        noise_like, transition)
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 
 
+@register_sampler()
 def euler_maruyama(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
                    progress: bool = False, *, noise_scale: float = 1.0, spacing: str = "uniform") -> Tensor:
     """Euler-Maruyama on dx = [f - (1 + lambda^2)/2 g^2 score] dt + lambda g dW-bar, lambda = ``noise_scale``.
@@ -65,6 +67,7 @@ def _em_step(process: Process, model: EpsFn, x: Tensor, t: float, s: float, nois
     return x
 
 
+@register_sampler()
 def pc(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
        progress: bool = False, *, predictor: str = "reverse_diffusion", snr: float = 0.16,
        corrector_steps: int = 1, spacing: str = "uniform") -> Tensor:

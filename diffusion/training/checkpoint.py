@@ -24,14 +24,12 @@ from typing import Any
 
 import torch
 
+from diffusion.errors import CheckpointError
+
 FORMAT = "diffusion-ckpt"
 VERSION = 1
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be found or read; the message is one line that names the fix."""
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
@@ -45,6 +43,13 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) and p.is_file()]
     return sorted(found)
+
+
+def require_checkpoints(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` if it holds a checkpoint to resume from, else a one-line ``CheckpointError``."""
+    if not list_checkpoints(run_dir):
+        raise CheckpointError(f"resume=true but {run_dir} has no checkpoints: pass hydra.run.dir=<the run folder to continue>")
+    return Path(run_dir)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

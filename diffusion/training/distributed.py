@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from diffusion.training.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -62,16 +61,10 @@ def current() -> DistInfo:
 
 
 def pick_device(pref: str, info: DistInfo) -> torch.device:
-    """``auto``: this process's GPU when CUDA is available, else the CPU."""
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(pref)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("trainer.device=cuda but CUDA is not available: set trainer.device=auto or cpu")
-        if device.index is None:
-            device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
-    return device
+    """``auto``: this process's GPU when CUDA is available, else the CPU (``diffusion.device.pick_device``)."""
+    from diffusion.device import pick_device as pick
+
+    return pick(pref, info.local_rank, key="trainer.device")
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

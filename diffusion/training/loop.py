@@ -425,11 +425,9 @@ class Trainer:
         the same noise every time, so the grids show the training progress."""
         if not self.dist.is_main or self.tcfg.sample_count < 1:
             return None
-        from diffusion.samplers import sample
+        from diffusion.samplers import sampler_from_config
 
-        options = OmegaConf.to_container(self.cfg.sampler, resolve=True)
-        name, steps = options.pop("name", "ddim"), int(options.pop("steps", 50))
-        options.pop("_target_", None)
+        spec = sampler_from_config(self.cfg.sampler).check(self.process)
         n = int(self.tcfg.sample_count)
         labels = None
         if self.num_classes is not None:
@@ -437,9 +435,8 @@ class Trainer:
         generator = torch.Generator(self.device).manual_seed(derive_seed(self.tcfg.seed, "samples"))
         # the network in the training precision (bf16 autocast leaves the sampler's own arithmetic in fp32)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self._autocast():
-            x = sample(self.process, self.ema_model, self._sample_shape(n), sampler=name, steps=steps,
-                       generator=generator, class_labels=labels, device=self.device,
-                       clip_denoised=self.tcfg.sample_clip, **options)
+            x = spec(self.process, self.ema_model, self._sample_shape(n), generator=generator, class_labels=labels,
+                     device=self.device, clip_denoised=self.tcfg.sample_clip)
         return self.logger.grid(self.step, x)
 
     @torch.no_grad()

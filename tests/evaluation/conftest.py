@@ -31,20 +31,19 @@ def digits(digit_cache):
 
 @pytest.fixture(scope="session")
 def config_args(tmp_path_factory) -> list[str]:
-    """Hydra arguments that make every sampler config available: configs/sampler/<name>.yaml where present,
-    else a stand-in with the sampler's own defaults (the sampler configs are maintained with the samplers)."""
-    from diffusion.samplers import SAMPLERS, sampler_options
+    """Hydra arguments that make every registered sampler selectable: configs/sampler/<name>.yaml where present,
+    else a stand-in that extends the sampler's generated schema (the sampler configs are maintained with the
+    samplers)."""
+    from diffusion.samplers import SAMPLERS
 
     missing = [n for n in SAMPLERS if not (ROOT / "configs" / "sampler" / f"{n}.yaml").is_file()]
     if not missing:
         return []
-    import yaml
-
     folder = tmp_path_factory.mktemp("standin_configs")
     (folder / "sampler").mkdir()
     for name in missing:
-        options = {"name": name, "steps": 10, **sampler_options(name)}
-        (folder / "sampler" / f"{name}.yaml").write_text(yaml.safe_dump(options, sort_keys=False))
+        (folder / "sampler" / f"{name}.yaml").write_text(
+            f"defaults:\n  - /schema/sampler/{name}@_here_\n  - _self_\nsteps: 10\n")
     return [f"hydra.searchpath=[file://{folder}]"]
 
 

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from diffusion.evaluation.io import to_uint8
+from diffusion.runs.store import to_uint8
 from diffusion.evaluation.likelihood_table import likelihood_table
 from diffusion.likelihood import bits_per_dim, dequantize
 from diffusion.processes import VESDE, VPSDE, SubVPSDE

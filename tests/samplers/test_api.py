@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from diffusion import processes
-from diffusion.samplers import SAMPLER_PROCESSES, SAMPLERS, CountingModel, sample, sampler_options
+from diffusion.samplers import SAMPLERS, CountingModel, runs_on, sample, sampler_options
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "sampler"
 
@@ -141,18 +141,46 @@ def test_null_class_needs_a_source():
 # ---- registry and configs ---------------------------------------------------------------------------------
 
 
+def _composed(option: str) -> dict:
+    """configs/sampler/<option>.yaml as sample.py composes it (its schema supplies the sampler's defaults)."""
+    from hydra import compose, initialize_config_dir
+
+    from diffusion import config
+
+    config.register()
+    with initialize_config_dir(config_dir=str(CONFIGS.parent), version_base="1.3"):
+        cfg = compose("sample", overrides=[f"sampler={option}", "ckpt=x"])
+    return OmegaConf.to_container(cfg.sampler)
+
+
 def test_every_sampler_has_a_config_with_its_defaults():
     assert set(SAMPLERS) <= {p.stem for p in CONFIGS.glob("*.yaml")}
     for name in SAMPLERS:
-        cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
+        cfg = _composed(name)
+        assert cfg.pop("_target_") == "diffusion.samplers.SamplerSpec"
         assert cfg.pop("name") == name and isinstance(cfg.pop("steps"), int)
         assert cfg == sampler_options(name), name  # every option, with the function's own default
+
+
+def test_sampler_configs_repeat_no_default():
+    """Each default lives in one place: a sampler YAML sets only what differs from the function's signature."""
+    from diffusion.samplers import SamplerSpec
+
+    default_steps = SamplerSpec("ddim").steps
+    for path in CONFIGS.glob("*.yaml"):
+        raw = OmegaConf.to_container(OmegaConf.load(path))
+        raw.pop("defaults")
+        name = _composed(path.stem)["name"]
+        defaults = {"steps": default_steps, **sampler_options(name)}
+        assert set(raw) <= set(defaults), path.name
+        assert all(raw[k] != defaults[k] for k in raw), (path.name, raw)
 
 
 def test_preset_configs_name_a_sampler_and_only_its_options():
     """Other files in configs/sampler/ are presets of a registered sampler (e.g. ddim_stochastic)."""
     for path in CONFIGS.glob("*.yaml"):
-        cfg = OmegaConf.to_container(OmegaConf.load(path))
+        cfg = _composed(path.stem)
+        cfg.pop("_target_")
         name = cfg.pop("name")
         assert name in SAMPLERS and isinstance(cfg.pop("steps"), int), path.name
         assert set(cfg) <= set(sampler_options(name)), path.name
@@ -160,10 +188,10 @@ def test_preset_configs_name_a_sampler_and_only_its_options():
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_config_runs_on_every_supported_process(name):
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
-    cfg.pop("name"), cfg.pop("steps")
+    cfg = _composed(name)
+    cfg.pop("_target_"), cfg.pop("name"), cfg.pop("steps")
     for process in [processes.DDPM("linear", 100), processes.VPSDE(), processes.SubVPSDE(), processes.VESDE()]:
-        if process.name not in SAMPLER_PROCESSES[name]:
+        if not runs_on(name, process):
             continue
         model = CountingModel(lambda x, t: 0.1 * x)
         x = sample(process, model, (2, 3), sampler=name, steps=5, generator=torch.Generator().manual_seed(0), **cfg)

@@ -49,19 +49,13 @@ def test_load_model_errors(run_dir, tmp_path):
 
 
 def test_resume_config_takes_trainer_overrides_and_refuses_model_changes():
-    import importlib.util
+    from diffusion.training import setup as train_cli
 
-    from .helpers import REPO
-
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    train_cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_cli)
-
-    saved = OmegaConf.create(OmegaConf.to_yaml(tiny_cfg("trainer.lr=1e-3", "trainer.precision=bf16"), resolve=True))
+    saved = OmegaConf.create(OmegaConf.to_yaml(tiny_cfg("trainer.lr=1e-3", "trainer.precision=fp32"), resolve=True))
     composed = tiny_cfg("trainer.max_steps=50", "resume=true")
     cfg = train_cli.resume_config(saved, composed, ["trainer.max_steps=50", "resume=true", "model=unet_tiny"])
     assert cfg.trainer.max_steps == 50 and cfg.trainer.lr == 1e-3 and cfg.resume
-    assert str(cfg.trainer.precision.value) == "bf16"                  # the run's resolved precision stays
+    assert str(cfg.trainer.precision.value) == "fp32"                  # the run's resolved precision stays
     with pytest.raises(ConfigError, match="changes process"):
         train_cli.resume_config(saved, tiny_cfg("process=vesde"), ["process=vesde"])
     with pytest.raises(ConfigError, match="changes model"):

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffusion.evaluation.io import BatchStore, to_uint8
+from diffusion.runs.store import BatchStore, to_uint8
+from diffusion.errors import EvaluationError
 from diffusion.processes.base import Process
+from diffusion.samplers.spec import SamplerSpec
 
 
 def batch_generator(seed: int, index: int) -> torch.Generator:
@@ -31,16 +33,16 @@ def class_labels_for(n: int, num_classes: int | None, class_labels: int | Sequen
     an int: that class for every sample; a list: repeated cyclically."""
     if num_classes is None:
         if class_labels is not None:
-            raise ValueError("class_labels given, but the checkpoint's model is unconditional (model.num_classes is null): drop class_labels")
+            raise EvaluationError("class_labels given, but the checkpoint's model is unconditional (model.num_classes is null): drop class_labels")
         return None
     if class_labels is None:
         return torch.arange(n) % num_classes
     values = [int(class_labels)] if isinstance(class_labels, int) else [int(c) for c in class_labels]
     if not values:
-        raise ValueError("class_labels is an empty list: give class indices, e.g. class_labels=[0,1,2]")
+        raise EvaluationError("class_labels is an empty list: give class indices, e.g. class_labels=[0,1,2]")
     bad = [c for c in values if not 0 <= c < num_classes]
     if bad:
-        raise ValueError(f"class label {bad[0]} is outside 0..{num_classes - 1}: the model has {num_classes} classes")
+        raise EvaluationError(f"class label {bad[0]} is outside 0..{num_classes - 1}: the model has {num_classes} classes")
     return torch.tensor(values)[torch.arange(n) % len(values)]
 
 
@@ -68,33 +70,37 @@ class GenerationStats:
                 "batches_run": self.batches_run, "batches_skipped": self.batches_skipped, "images_run": self.images_run}
 
 
-def generate(process: Process, model: Callable[..., Tensor], n: int, shape: Sequence[int], *, sampler: str,
-             steps: int, seed: int = 0, batch_size: int = 64, options: dict[str, Any] | None = None,
+def generate(process: Process, model: Callable[..., Tensor], n: int, shape: Sequence[int], *,
+             sampler: SamplerSpec | str, steps: int | None = None, seed: int = 0, batch_size: int = 64,
+             options: dict[str, Any] | None = None,
              num_classes: int | None = None, class_labels: int | Sequence[int] | None = None,
              guidance_scale: float | None = None, device: torch.device | str = "cpu",
              store: BatchStore | None = None, progress: bool = False, clip_denoised: float | None = 1.0,
              ) -> tuple[Tensor | None, Tensor | None, GenerationStats]:
     """``n`` samples of per-sample ``shape`` (C, H, W) as uint8 (n, C, H, W), their labels, and the cost.
 
+    sampler: a ``SamplerSpec`` (or a sampler name with ``steps`` and ``options``).
     With ``store`` each batch goes to disk as soon as it is done and existing batches are skipped; the images
     are then not kept in memory (returns None, None, stats): gather them with ``store.gather``.
     """
-    from diffusion.samplers import CountingModel, sample
+    from diffusion.samplers import CountingModel
+
+    spec = sampler if isinstance(sampler, SamplerSpec) else SamplerSpec(sampler, steps or 50, **(options or {}))
 
     if n < 1 or batch_size < 1:
-        raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
+        raise EvaluationError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
     batch_size = min(batch_size, n)
     num_batches = -(-n // batch_size)
     labels_all = class_labels_for(num_batches * batch_size, num_classes, class_labels)
     if guidance_scale is not None and labels_all is None:
-        raise ValueError("guidance_scale needs a class-conditional model: this checkpoint's model is unconditional")
+        raise EvaluationError("guidance_scale needs a class-conditional model: this checkpoint's model is unconditional")
     stats = GenerationStats()
     kept_images, kept_labels = [], []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, unit="img", desc=f"{sampler} x{steps}", dynamic_ncols=True)
+        bar = tqdm(total=n, unit="img", desc=f"{spec.name} x{spec.steps}", dynamic_ncols=True)
     counter = CountingModel(model)
     for index in range(num_batches):
         lo, hi = index * batch_size, min(n, (index + 1) * batch_size)
@@ -107,10 +113,9 @@ def generate(process: Process, model: Callable[..., Tensor], n: int, shape: Sequ
         labels = None if labels_all is None else labels_all[lo:lo + batch_size].to(device)
         counter.nfe = 0
         start = time.perf_counter()
-        x0 = sample(process, counter, (batch_size, *shape), sampler=sampler, steps=steps,
-                    generator=batch_generator(seed, index), class_labels=labels, guidance_scale=guidance_scale,
-                    progress=progress and num_batches == 1, device=device, clip_denoised=clip_denoised,
-                    **(options or {}))
+        x0 = spec(process, counter, (batch_size, *shape), generator=batch_generator(seed, index),
+                  class_labels=labels, guidance_scale=guidance_scale, progress=progress and num_batches == 1,
+                  device=device, clip_denoised=clip_denoised)
         images = to_uint8(x0[: hi - lo]).cpu()
         labels = None if labels is None else labels[: hi - lo]
         stats.seconds += time.perf_counter() - start

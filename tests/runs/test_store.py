@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion.evaluation.io import BatchStore, load_images, save_grid, save_npz, to_uint8
+from diffusion.runs.store import BatchStore, load_images, save_grid, save_npz, to_uint8
 
 
 def test_to_uint8_inverts_the_data_scaling():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.evaluation.generate import batch_generator, class_labels_for, generate
-from diffusion.evaluation.io import BatchStore
+from diffusion.runs.generate import batch_generator, class_labels_for, generate
+from diffusion.runs.store import BatchStore
 from diffusion.processes import DDPM, VPSDE
 from diffusion.toy import GaussianMixture
 

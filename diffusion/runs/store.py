@@ -23,7 +23,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from diffusion.errors import EvaluationError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -100,22 +103,22 @@ def load_npz(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("not an archive of arrays")
+            raise EvaluationError("not an archive of arrays")
         with loaded as f:
             keys = list(f.keys())
             img_key = "arr_0" if "arr_0" in keys else "images" if "images" in keys else None
             if img_key is None:
-                raise ValueError(f"{path} has no arr_0 or images array (keys: {', '.join(keys) or 'none'}): "
+                raise EvaluationError(f"{path} has no arr_0 or images array (keys: {', '.join(keys) or 'none'}): "
                                  "save samples as np.savez(path, images_nhwc_uint8)")
             images = f[img_key]
             lab_key = "arr_1" if "arr_1" in keys else "labels" if "labels" in keys else None
             labels = torch.as_tensor(f[lab_key]) if lab_key else None
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:  # EvaluationError is a ValueError
         if str(e).startswith(str(path)):  # our own message: already one line
             raise
-        raise ValueError(f"{path} is not a readable .npz ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise EvaluationError(f"{path} is not a readable .npz ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"{path}: expected uint8 images (N, H, W, C), got {images.dtype} {images.shape}")
+        raise EvaluationError(f"{path}: expected uint8 images (N, H, W, C), got {images.dtype} {images.shape}")
     if images.shape[-1] not in (1, 3) and images.shape[1] in (1, 3):  # tolerate NCHW
         return torch.as_tensor(images), labels
     return nhwc_to_nchw(images), labels
@@ -125,15 +128,15 @@ def load_folder(path: str | os.PathLike) -> Tensor:
     """Every image file in a folder (sorted by name) as uint8 (N, C, H, W); grayscale stays 1 channel."""
     files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+        raise EvaluationError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
     arrays = []
     for p in files:
-        with Image.open(p) as im:
+        with Image.open(p, formats=IMAGE_FORMATS) as im:  # no decoder that starts external programs (EPS)
             a = np.asarray(im.convert("L") if im.mode in ("L", "1", "I;16", "I") else im.convert("RGB"))
         arrays.append(a[..., None] if a.ndim == 2 else a)
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise ValueError(f"images in {path} differ in size or channels ({', '.join(map(str, sorted(shapes)))}): resize them first")
+        raise EvaluationError(f"images in {path} differ in size or channels ({', '.join(map(str, sorted(shapes)))}): resize them first")
     return nhwc_to_nchw(np.stack(arrays))
 
 
@@ -144,7 +147,7 @@ def load_images(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
         return load_folder(p), None
     if p.is_file():
         return load_npz(p)
-    raise ValueError(f"no samples at {p}: pass samples=<file.npz> or samples=<folder of images>")
+    raise EvaluationError(f"no samples at {p}: pass samples=<file.npz> or samples=<folder of images>")
 
 
 class BatchStore:
@@ -162,7 +165,7 @@ class BatchStore:
             old = json.loads(self.manifest_path.read_text())
             differs = sorted(k for k in set(old) | set(self.manifest) if old.get(k) != self.manifest.get(k))
             if differs:
-                raise ValueError(f"{self.out_dir} holds samples made with other settings ({', '.join(differs)} differ): "
+                raise EvaluationError(f"{self.out_dir} holds samples made with other settings ({', '.join(differs)} differ): "
                                  "pass a new out=<folder> or delete that one")
         else:
             self.batch_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +200,7 @@ class BatchStore:
         """Concatenate batches 0..num_batches-1 into ``samples.npz`` (NHWC); returns (path, images NCHW, labels)."""
         missing = [i for i in range(num_batches) if not self.count(i)]
         if missing:
-            raise ValueError(f"{len(missing)} batch file(s) missing in {self.batch_dir} (first: {missing[0]}): rerun the same command")
+            raise EvaluationError(f"{len(missing)} batch file(s) missing in {self.batch_dir} (first: {missing[0]}): rerun the same command")
         parts = [self.read(i) for i in range(num_batches)]
         images = torch.cat([p[0] for p in parts])
         labels = torch.cat([p[1] for p in parts]) if parts and parts[0][1] is not None else None

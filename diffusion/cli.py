@@ -1,0 +1,99 @@
+"""What the three scripts share: user errors printed as one line, and the wrapper around their Hydra mains.
+
+    def main() -> int:
+        return run_main("sample.py", hydra_main)      # hydra_main's task runs inside guarded(task, cfg)
+
+A ``diffusion.errors.UserError`` (data, checkpoint, config, training and evaluation errors derive from it) and
+Hydra's own composition errors (unknown key, wrong type, missing group option) end the program with
+``<prog>: error: <one line>`` on stderr and exit code 2. Anything else is a bug and keeps its traceback.
+``HYDRA_FULL_ERROR=1`` shows the traceback of user errors too.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+from diffusion.errors import UserError
+
+# lines of Hydra's messages that only repeat what the first line says
+_NOISE = ("reference_type", "object_type", "To append to your config", "Config search path", "provider=")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return UserError, HydraException, OmegaConfBaseException
+
+
+def one_line(error: BaseException) -> str:
+    """An exception (Hydra's multi-line ones included) as one line; an instantiation error shows its user-error cause."""
+    from hydra.errors import InstantiationException, MissingConfigException
+
+    cause = error.__cause__
+    if isinstance(error, InstantiationException) and isinstance(cause, user_errors()):
+        return one_line(cause)
+    if isinstance(error, MissingConfigException) and error.options:
+        options = [o for o in error.options if not o.endswith("_schema")]
+        return f"{str(error).splitlines()[0]}; available: {', '.join(options)}"
+    parts = [str(error) or type(error).__name__]
+    if cause is not None and str(cause) not in parts[0]:
+        parts.append(str(cause))
+    lines: list[str] = []
+    for line in (ln.strip().rstrip(".") for part in parts for ln in part.splitlines()):
+        if not line or line.startswith(_NOISE) or line in lines:
+            continue
+        if line.startswith("full_key:") and line.split(":", 1)[1].strip() in " ".join(lines):
+            continue
+        lines.append(line)
+    return "; ".join(lines)
+
+
+_failures: list[BaseException] = []
+_full_error = [False]
+
+
+def guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
+    """Run a script's task inside its @hydra.main function, keeping a user error for ``run_main`` to print as one
+    line (raised through Hydra, it would first print its own "Error executing job ..." line)."""
+    try:
+        return task(cfg)
+    except user_errors() as error:
+        if _full_error[0]:
+            raise
+        _failures.append(error)
+        return None
+
+
+def run_main(prog: str, hydra_main: Callable[[], Any], interrupted: str = "interrupted") -> int:
+    """Run a @hydra.main function whose task goes through ``guarded``; print a user error, from the task or from
+    composing the config, as ``<prog>: error: <one line>`` on stderr and return 2 (130 on Ctrl-C)."""
+    from diffusion import config
+
+    _full_error[0] = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises composition errors; we print the one line ourselves
+    config.register()
+    _failures.clear()
+    try:
+        hydra_main()
+        if _failures:
+            raise _failures.pop()
+    except user_errors() as error:
+        if _full_error[0]:
+            raise
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+    return 0
+
+
+__all__ = ["user_errors", "one_line", "guarded", "run_main"]

@@ -1,0 +1,87 @@
+"""Which sampler runs on which process: a sampler declares what it needs, a process what it offers.
+
+Every process offers the Gaussian marginals (alpha, sigma), the SDE (f, g^2) and a prior; that is all most
+samplers need, so they declare nothing. What only some processes have is named here as a capability:
+
+    MARKOV_CHAIN   a discrete chain of steps whose integer index the network was trained on (DDPM); the
+                   ancestral ``ddpm`` sampler walks that chain's Bayes posterior.
+
+A process lists its capabilities in ``Process.offers``; a sampler declares its needs when it registers
+(``@register_sampler(needs={MARKOV_CHAIN})``). ``check_sampler`` is the one place that decides whether a sampler
+runs on a process, and its error names the samplers that would.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Iterable
+
+from torch import Tensor
+
+from diffusion.errors import ConfigError
+from diffusion.processes.base import MARKOV_CHAIN
+#: what each capability means, for error messages
+CAPABILITIES = {MARKOV_CHAIN: "a discrete Markov chain of trained steps (DDPM)"}
+
+#: name -> sampler function ``fn(process, model, x_T, steps, generator, progress, **options) -> x_0``
+SAMPLERS: dict[str, Callable[..., Tensor]] = {}
+_NEEDS: dict[str, frozenset[str]] = {}
+_INSTEAD: dict[str, str] = {}
+
+
+def register_sampler(name: str | None = None, *, needs: Iterable[str] = (),
+                     instead: str = "") -> Callable[[Callable], Callable]:
+    """Decorator: make ``fn`` available to ``sample()``, ``sample.py``, the sweep and training grids as ``name``
+    (default: the function's name). Its keyword-only parameters are its options. ``instead``: advice for a
+    process that lacks what it ``needs`` (added to the error)."""
+
+    def register(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        key = name or fn.__name__
+        SAMPLERS[key] = fn
+        _NEEDS[key] = frozenset(needs)
+        _INSTEAD[key] = instead
+        return fn
+
+    return register
+
+
+def lookup(sampler: str) -> Callable[..., Tensor]:
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[sampler]
+
+
+def sampler_options(sampler: str) -> dict[str, object]:
+    """The options of ``sampler`` with their defaults (its keyword-only parameters)."""
+    params = inspect.signature(lookup(sampler)).parameters.values()
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def needs(sampler: str) -> frozenset[str]:
+    lookup(sampler)
+    return _NEEDS[sampler]
+
+
+def offers(process) -> frozenset[str]:
+    return frozenset(getattr(process, "offers", ()))
+
+
+def runs_on(sampler: str, process) -> bool:
+    return needs(sampler) <= offers(process)
+
+
+def samplers_for(process) -> list[str]:
+    """The registered samplers that run on ``process``."""
+    return [name for name in SAMPLERS if runs_on(name, process)]
+
+
+def check_sampler(sampler: str, process) -> None:
+    """Raise ``ConfigError`` (one line) unless ``sampler`` is known and runs on ``process``."""
+    missing = needs(sampler) - offers(process)
+    if missing:
+        raise ConfigError(f"sampler {sampler!r} cannot run on {process!r}: it needs {', '.join(CAPABILITIES.get(m, m) for m in sorted(missing))}, "
+                          f"which the process does not offer; use one of {', '.join(samplers_for(process))}"
+                          + (f" ({_INSTEAD[sampler]})" if _INSTEAD.get(sampler) else ""))
+
+
+__all__ = ["MARKOV_CHAIN", "SAMPLERS", "register_sampler", "lookup", "sampler_options", "needs", "offers", "runs_on",
+           "samplers_for", "check_sampler"]

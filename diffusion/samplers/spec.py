@@ -1,0 +1,80 @@
+"""``SamplerSpec``: one configured sampler (name, steps, options), validated once and used everywhere.
+
+``configs/sampler/<name>.yaml`` builds one (``_target_: diffusion.samplers.SamplerSpec``); ``sample.py``, the sweep
+and the training grids call it. A wrong option or step count fails when the spec is made, before any model runs:
+
+    spec = SamplerSpec("ddim", steps=50, eta=1.0)
+    spec.check(process)                           # ConfigError if the process cannot run it
+    x0 = spec(process, model, (16, 1, 28, 28), generator=g)
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import Tensor
+
+from diffusion.buildable import buildable
+from diffusion.errors import ConfigError
+from diffusion.samplers.registry import check_sampler, lookup, sampler_options
+
+
+@buildable
+class SamplerSpec:
+    def __init__(self, name: str, steps: int = 50, **options: Any):
+        lookup(name)
+        valid = sampler_options(name)
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for sampler {name!r}; "
+                              f"valid options: {', '.join(valid) or 'none'}")
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ConfigError(f"sampler steps must be a positive integer, got {steps!r}")
+        self.name, self.steps, self.options = str(name), int(steps), dict(options)
+
+    def check(self, process) -> "SamplerSpec":
+        """Raise ``ConfigError`` unless this sampler runs on ``process``; returns self."""
+        check_sampler(self.name, process)
+        return self
+
+    def replace(self, **changes: Any) -> "SamplerSpec":
+        """A copy with ``steps`` or options changed (validated again)."""
+        merged = {"steps": self.steps, **self.options, **changes}
+        return SamplerSpec(self.name, **merged)
+
+    def __call__(self, process, model: Callable[..., Tensor], shape, generator=None, **kwargs: Any) -> Tensor:
+        """``diffusion.sample`` with this sampler; ``kwargs``: sample()'s own (x_T, class_labels, device, ...)."""
+        from diffusion.samplers import sample
+
+        return sample(process, model, shape, sampler=self.name, steps=self.steps, generator=generator,
+                      **self.options, **kwargs)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}_{self.steps}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "steps": self.steps, **self.options}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SamplerSpec) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        options = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f"SamplerSpec({self.name!r}, steps={self.steps}{options})"
+
+
+def sampler_from_config(cfg: Any) -> SamplerSpec:
+    """A ``SamplerSpec`` from a sampler config: a ``configs/sampler`` node (with ``_target_``) or a plain mapping
+    ``{name, steps, **options}``. A config error is raised as one ``ConfigError``, not Hydra's wrapper."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    target = node.pop("_target_", None)
+    if target not in (None, "diffusion.samplers.SamplerSpec", "diffusion.samplers.spec.SamplerSpec"):
+        raise ConfigError(f"sampler._target_={target!r}: a sampler config builds diffusion.samplers.SamplerSpec")
+    if "name" not in node:
+        raise ConfigError("the sampler config has no name: use sampler=<a configs/sampler option>")
+    return SamplerSpec(**node)
+
+
+__all__ = ["SamplerSpec", "sampler_from_config"]

@@ -1,0 +1,109 @@
+"""What train.py does before the loop: a resumed run's config, the network fitted to the data, the held-out batch."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from diffusion import config as schema
+from diffusion.errors import ConfigError
+
+log = logging.getLogger("train")
+
+# a resumed run keeps these from its checkpoint; only trainer.* and sampler.* may change on resume
+FIXED_ON_RESUME = ("model", "process", "data", "loss", "prediction")
+# the command line's word, never the checkpoint's: they describe this invocation, not the run
+_INVOCATION = ("resume", "trust_checkpoint_config")
+
+
+def resume_config(saved: DictConfig, composed: DictConfig, overrides: list[str]) -> DictConfig:
+    """The config of a resumed run: the checkpoint's, with this command's trainer.* / sampler.* overrides.
+
+    An override that would change the model, process, data, loss or prediction of the run is an error.
+    """
+    cfg = OmegaConf.merge(OmegaConf.structured(schema.TrainConfig), saved)
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        top = key.split(".")[0].split("/")[0]
+        if top in _INVOCATION or top.startswith("hydra"):
+            continue
+        if top in ("trainer", "sampler"):
+            if "." in key:
+                OmegaConf.update(cfg, key, OmegaConf.select(composed, key), merge=False)
+            else:
+                keep = cfg.trainer.precision if top == "trainer" else None
+                cfg[top] = composed[top]
+                if keep is not None and str(composed.trainer.precision).endswith("auto"):
+                    cfg.trainer.precision = keep
+            continue
+        for node in FIXED_ON_RESUME if top == "experiment" else (top,):
+            if _plain(composed.get(node)) != _plain(cfg.get(node)):
+                raise ConfigError(f"resume=true: '{override}' changes {node} of the run (saved in its checkpoint); "
+                                  "a resumed run keeps its model, process, data, loss and prediction: drop that override")
+    for key in _INVOCATION:
+        cfg[key] = composed[key]
+    cfg.resume = True
+    return cfg
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def align_model_with_data(cfg: DictConfig, dataset) -> None:
+    """Give the network the data set's channel count; note a differing image size (any size whose
+    sides divide by 2^(levels-1) runs; the config's size only places the attention layers)."""
+    model = cfg.model
+    if "in_channels" in model and model.in_channels != dataset.channels:
+        log.info(f"model.in_channels={model.in_channels} -> {dataset.channels} (the data set's channels)")
+        model.in_channels = int(dataset.channels)
+    if "image_size" in model and model.image_size != dataset.image_size:
+        log.warning(f"model.image_size={model.image_size} but the data set's images are {dataset.image_size}px")
+
+
+def holdout_batch(cfg: DictConfig, dataset) -> torch.Tensor:
+    """The first trainer.bpd_count test images as uint8 (training images if the data set has no test split)."""
+    from hydra.utils import instantiate
+
+    source, raw = dataset, False
+    if "split" in cfg.data:
+        extra = {key: value for key, value in (("flip", False), ("as_uint8", True)) if key in cfg.data}
+        source, raw = instantiate(cfg.data, split="test", **extra), "as_uint8" in cfg.data
+    n = min(int(cfg.trainer.bpd_count), len(source))
+    images = torch.stack([torch.as_tensor(source[i][0]) for i in range(n)])
+    # back to the 8-bit values the bound is defined on: x = u / 127.5 - 1
+    return images if raw else ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+__all__ = ["resume_config", "align_model_with_data", "holdout_batch", "FIXED_ON_RESUME"]
+
+
+def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
+    """What train.py prints at the end: why it stopped, and the commands that continue from the run folder."""
+    lines = []
+    if summary["world_size"] > 1:
+        agree = "identical" if summary["replicas_in_sync"] else "DIFFERENT"
+        lines.append(f"DDP: {summary['world_size']} processes finished at step {summary['step']}; weights {agree} on all ranks")
+    stopped_by, saved = summary["stopped_by"], _relative(summary["checkpoint"])
+    if stopped_by == "time":
+        lines.append(f"Time budget trainer.max_minutes={cfg.trainer.max_minutes} used up at step {summary['step']} of "
+                     f"{cfg.trainer.max_steps}; saved {saved}. Train on with:\n"
+                     f"  python train.py resume=true hydra.run.dir={where}")
+    elif stopped_by is not None:
+        import signal
+
+        lines.append(f"Stopped ({signal.Signals(stopped_by).name}) at step {summary['step']} and saved {saved}. "
+                     f"Continue with:\n  python train.py resume=true hydra.run.dir={where}")
+    lines.append(f"\nRun folder:  {where}\n"
+                 f"Sample:      python sample.py ckpt={where} sampler=ddim_stochastic\n"
+                 f"Likelihood:  python evaluate.py ckpt={where} task=likelihood\n"
+                 f"TensorBoard: tensorboard --logdir {where}/tb")
+    return "\n".join(lines)
+
+
+def _relative(path) -> str:
+    import os
+
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)
