@@ -111,7 +111,7 @@ def generated_schemas() -> dict[tuple[str, str], type]:
                                                           skip=("process",), fixed={"_partial_": True})
     steps = inspect.signature(samplers.SamplerSpec).parameters["steps"].default
     for name, fn in samplers.SAMPLERS.items():
-        out[("schema/sampler", name)] = schema_from_signature(fn, "diffusion.samplers.SamplerSpec", name=name,
+        out[("schema/sampler", name)] = schema_from_signature(fn, "diffusion.samplers.SamplerSpec", name=f"{name}_sampler",
                                                               keyword_only=True, fixed={"name": name, "steps": steps})
     return out
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.utils import append_dims
 
@@ -74,7 +75,7 @@ def from_eps(prediction: str, process: Process, x: Tensor, t: Tensor, eps: Tenso
 
 def _check(prediction: str) -> str:
     if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        raise ConfigError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
     return prediction
 
 

@@ -55,7 +55,7 @@ def schema_from_signature(obj: Callable, target: str, *, name: str | None = None
         if default is None and ftype is not Any and typing.get_origin(ftype) is not typing.Union:
             ftype = Optional[ftype]
         fields.append((p.name, ftype, field))
-    return dataclasses.make_dataclass(f"{name or obj.__name__}Schema", fields)
+    return dataclasses.make_dataclass(name or f"{obj.__name__}Config", fields)
 
 
 __all__ = ["schema_from_signature"]

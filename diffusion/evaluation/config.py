@@ -91,10 +91,3 @@ class EvaluateConfig:
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     fid: FIDConfig = field(default_factory=FIDConfig)
-
-
-def register() -> None:
-    """Put the schemas into Hydra's ConfigStore (``diffusion.config.register`` holds them all)."""
-    from diffusion import config
-
-    config.register()

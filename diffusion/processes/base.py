@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from diffusion.errors import ConfigError
 from diffusion.buildable import buildable
 from diffusion.utils import append_dims
 
@@ -144,7 +145,7 @@ class Process(ABC):
         in sigma/alpha with exponent rho).
         """
         if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+            raise ConfigError(f"steps must be >= 1, got {steps}")
         t_lo = self.t_min if t_min is None else t_min
         t_hi = self.t_max
         if steps == 1:
@@ -164,7 +165,7 @@ class Process(ABC):
             s = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
             lam = -2 * s.log()
         else:
-            raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+            raise ConfigError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
         t = self.t_from_log_snr(lam)
         t[0], t[-1] = t_hi, t_lo
         return t

@@ -34,6 +34,7 @@ import math
 import torch
 from torch import Tensor
 
+from diffusion.errors import ConfigError
 from diffusion.processes.base import MARKOV_CHAIN, Process
 
 
@@ -61,9 +62,9 @@ class DDPM(Process):
     def __init__(self, schedule: str = "linear", num_steps: int = 1000, betas: Tensor | None = None):
         if betas is None:
             if schedule not in SCHEDULES:
-                raise ValueError(f"unknown DDPM schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+                raise ConfigError(f"unknown DDPM schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
             if num_steps < 1:
-                raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+                raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
             betas = SCHEDULES[schedule](num_steps)
         self.schedule = schedule
         self.betas = torch.as_tensor(betas, dtype=torch.float64)
@@ -117,10 +118,10 @@ class DDPM(Process):
         (the indices the network was trained on), ``logsnr`` and ``karras`` stay fractional."""
         if spacing in ("uniform", "quadratic"):
             if steps > self.num_steps:
-                raise ValueError(f"{steps} steps exceed the process's num_steps={self.num_steps}; use steps <= {self.num_steps}")
+                raise ConfigError(f"{steps} steps exceed the process's num_steps={self.num_steps}; use steps <= {self.num_steps}")
             t = super().timesteps(steps, spacing, rho, t_min).round()
             if len(t.unique()) != len(t):
-                raise ValueError(f"{steps} {spacing} steps repeat a step index of the N={self.num_steps} schedule; use fewer steps or spacing=uniform")
+                raise ConfigError(f"{steps} {spacing} steps repeat a step index of the N={self.num_steps} schedule; use fewer steps or spacing=uniform")
             return t
         return super().timesteps(steps, spacing, rho, t_min)
 

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 
 
@@ -20,7 +21,7 @@ class VESDE(Process):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 1e-5, t_eps: float = 1e-5):
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+            raise ConfigError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.log_ratio = math.log(self.sigma_max / self.sigma_min)
         self.t_min, self.t_eps = float(t_min), float(t_eps)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 
 
@@ -21,7 +22,7 @@ class VPSDE(Process):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3, t_eps: float = 1e-5):
         if not 0 <= beta_min < beta_max:
-            raise ValueError(f"need 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+            raise ConfigError(f"need 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
         self.t_min, self.t_eps = float(t_min), float(t_eps)
 

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from diffusion.errors import ConfigError
 from diffusion.parameterization import clip_denoised as clip_denoised_model
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import (MARKOV_CHAIN, SAMPLERS, check_sampler, lookup, register_sampler,
@@ -70,7 +71,7 @@ def _null_class(model, null_class: int | None) -> int:
             value = getattr(owner, attr, None)
             if isinstance(value, int):
                 return value
-    raise ValueError("classifier-free guidance needs the null class label: pass null_class=<label> "
+    raise ConfigError("classifier-free guidance needs the null class label: pass null_class=<label> "
                      "(usually num_classes) or give the model a null_class / num_classes attribute")
 
 
@@ -127,7 +128,7 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
             raise ValueError(f"class_labels must have shape ({x.shape[0]},), got {tuple(class_labels.shape)}")
         model = guided(model, class_labels, guidance_scale, null_class)
     elif guidance_scale is not None:
-        raise ValueError("guidance_scale needs class_labels (the labels to guide towards)")
+        raise ConfigError("guidance_scale needs class_labels (the labels to guide towards)")
     if clip_denoised is not None:
         model = clip_denoised_model(model, process, clip_denoised)
     return fn(process, model, x, steps, generator, progress, **options)

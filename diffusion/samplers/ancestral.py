@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import trange
 
+from diffusion.errors import ConfigError
 from diffusion.processes.base import Process, posterior
 from diffusion.samplers.registry import MARKOV_CHAIN, check_sampler, register_sampler
 from diffusion.samplers.common import (EpsFn, alpha_sigma, check_choice, grid, model_time, noise_like, t64,
@@ -81,7 +82,7 @@ def ddim(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch
          progress: bool = False, *, eta: float = 0.0, spacing: str = "uniform") -> Tensor:
     """DDIM with stochasticity eta in [0, 1] (0: deterministic; 1 on all N DDPM steps: DDPM itself)."""
     if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+        raise ConfigError(f"eta must be in [0, 1], got {eta}")
     ts = grid(process, steps, spacing)
     for i in trange(len(ts), disable=not progress, desc="ddim"):
         s = ts[i + 1] if i + 1 < len(ts) else None

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 
 #: ``model(x, t) -> eps``: t has shape (batch,) in the process's own time
@@ -70,10 +71,10 @@ def eps_and_x0(process: Process, model: EpsFn, x: Tensor, t: float) -> tuple[Ten
 def grid(process: Process, steps: int, spacing: str) -> list[float]:
     """``steps`` model times from t_max down to t_min; the sampler ends with one step to the clean data."""
     if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
     return process.timesteps(int(steps), spacing).tolist()
 
 
 def check_choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import trange
 
+from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
 from diffusion.samplers.common import EpsFn, alpha_sigma, eps_and_x0, grid, half_log_snr
@@ -48,12 +49,12 @@ def dpmpp_2m(process: Process, model: EpsFn, x: Tensor, steps: int, generator: t
     """DPM-Solver++(2M) from t_max to x at t_min over ``process.timesteps(steps + 1, spacing)``; the model is
     called at the first ``steps`` times, so NFE == steps. Deterministic (``generator`` is unused)."""
     if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
     steps = int(steps)
     try:
         ts = grid(process, steps + 1, spacing)
     except ValueError as err:  # the message names steps + 1, which the caller never passed
-        raise ValueError(f"dpmpp_2m with steps={steps} walks {steps + 1} times: {err}") from None
+        raise ConfigError(f"dpmpp_2m with steps={steps} walks {steps + 1} times: {err}") from None
     x0_prev, h_prev = None, None
     for i in trange(steps, disable=not progress, desc="dpmpp_2m"):
         t, s = ts[i], ts[i + 1]

@@ -13,6 +13,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 from tqdm.auto import tqdm
 
+from diffusion.errors import ConfigError
 from diffusion.probability_flow import CLOCKS, flow_coefficients, from_clock, to_clock
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
@@ -83,7 +84,7 @@ def ode(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.
     """
     if method in FIXED_GRID_METHODS and step_size is None:
         if steps < 2:
-            raise ValueError(f"a fixed-grid ODE method needs steps >= 2, got {steps}")
+            raise ConfigError(f"a fixed-grid ODE method needs steps >= 2, got {steps}")
         times = torch.tensor(grid(process, steps, spacing), dtype=torch.float64)
     else:
         times = torch.tensor([process.t_max, process.t_min], dtype=torch.float64)

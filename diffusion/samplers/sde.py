@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import trange
 
+from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
 from diffusion.samplers.common import (EpsFn, alpha_sigma, check_choice, eps_and_x0, f_g2, grid, model_time,
@@ -47,7 +48,7 @@ def euler_maruyama(process: Process, model: EpsFn, x: Tensor, steps: int, genera
     ``steps`` model evaluations: steps - 1 Euler steps over the grid, then the final denoising step.
     """
     if noise_scale < 0:
-        raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+        raise ConfigError(f"noise_scale must be >= 0, got {noise_scale}")
     ts = grid(process, steps, spacing)
     for i in trange(len(ts) - 1, disable=not progress, desc="euler_maruyama"):
         x = _em_step(process, model, x, ts[i], ts[i + 1], noise_scale, generator)
@@ -85,7 +86,7 @@ def pc(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.G
     """
     check_choice("predictor", predictor, PREDICTORS)
     if snr <= 0 or corrector_steps < 0 or int(corrector_steps) != corrector_steps:
-        raise ValueError(f"need snr > 0 and an integer corrector_steps >= 0, "
+        raise ConfigError(f"need snr > 0 and an integer corrector_steps >= 0, "
                          f"got snr={snr}, corrector_steps={corrector_steps}")
     ts = grid(process, steps, spacing)
     for i in trange(len(ts), disable=not progress, desc="pc"):

@@ -98,7 +98,7 @@ def test_bad_checkpoints_are_one_line_errors(cli, bad_checkpoints, tmp_path, cas
 @pytest.mark.parametrize("args,message", [
     (["sampler=ddpm"], "sampler 'ddpm' cannot run on VPSDE"),
     (["sampler=nope"], "Could not find 'sampler/nope'"),
-    (["sampler.foo=1"], "Key 'foo' is not in struct"),
+    (["sampler.foo=1"], "Key 'foo' not in 'ddim_sampler'"),
     (["+sampler.foo=1"], "unknown option(s) foo for sampler 'ddim'"),
     (["nn=3"], "Key 'nn' not in 'SampleConfig'"),
     (["n=abc"], "could not be converted to Integer"),
