@@ -13,20 +13,13 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion.device import pick_device  # noqa: F401 - the scripts' device, as training's
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 class EvaluationError(ValueError):
     """A sampling or evaluation request cannot be carried out; the message is one line that names the fix."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError(f"device={name} but CUDA is not available here: use device=cpu or device=auto")
-    return device
 
 
 def run_dir_of(ckpt: str | os.PathLike) -> Path:

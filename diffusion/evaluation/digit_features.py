@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from diffusion.evaluation.frechet import frechet_distance, gaussian_stats
-from diffusion.evaluation.io import write_atomic
+from diffusion.utils import write_atomic
 
 VERSION = 1  # bump when the network, its training or the feature layer change: old caches are then ignored
 FEATURE_DIM = 128

@@ -18,8 +18,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from diffusion.training.errors import ConfigError
-
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -59,19 +57,6 @@ def current() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
         return DistInfo(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=dist.get_world_size())
     return DistInfo()
-
-
-def pick_device(pref: str, info: DistInfo) -> torch.device:
-    """``auto``: this process's GPU when CUDA is available, else the CPU."""
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(pref)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("trainer.device=cuda but CUDA is not available: set trainer.device=auto or cpu")
-        if device.index is None:
-            device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
-    return device
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

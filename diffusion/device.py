@@ -1,0 +1,35 @@
+"""The one place that turns a device setting (``auto``, ``cpu``, ``cuda``, ``cuda:<i>``) into a ``torch.device``,
+for training (``trainer.device``) and for sampling and evaluation (``device``)."""
+from __future__ import annotations
+
+import torch
+
+
+def pick_device(name: str, local_rank: int = 0, setting: str = "device") -> torch.device:
+    """``auto``: CUDA when available, else the CPU. A bare ``cuda`` (or ``auto`` on a GPU machine) is GPU
+    ``local_rank`` modulo the GPUs present, so that each data-parallel process gets its own.
+
+    ``setting`` names the config key in the one-line ``ConfigError`` raised for a name that is not a device, or
+    a CUDA device on a machine without CUDA (or without that GPU).
+    """
+    from diffusion.training.errors import ConfigError  # imported here: diffusion.training imports this module
+
+    name = str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{setting}={name!r} is not a device: use auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{setting}={name} but CUDA is not available here: set {setting}=auto or {setting}=cpu")
+        count = torch.cuda.device_count()
+        if device.index is None:
+            device = torch.device("cuda", local_rank % count)
+        elif device.index >= count:
+            raise ConfigError(f"{setting}={name} but this machine has {count} GPU(s): use cuda:0..cuda:{count - 1} or auto")
+    return device
+
+
+__all__ = ["pick_device"]
