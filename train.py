@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -135,8 +134,8 @@ def run(cfg: DictConfig) -> dict:
             print(f"Time budget trainer.max_minutes={cfg.trainer.max_minutes} used up at step {summary['step']} of "
                   f"{cfg.trainer.max_steps}; saved {_relative(summary['checkpoint'])}. Train on with:\n"
                   f"  python train.py resume=true hydra.run.dir={where}")
-        elif stopped_by is not None:
-            print(f"Stopped ({signal.Signals(stopped_by).name}) at step {summary['step']} and saved "
+        elif stopped_by == "signal":
+            print(f"Stopped ({summary['signal']}) at step {summary['step']} and saved "
                   f"{_relative(summary['checkpoint'])}. Continue with:\n"
                   f"  python train.py resume=true hydra.run.dir={where}")
         print(f"\nRun folder:  {where}\n"

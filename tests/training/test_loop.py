@@ -9,7 +9,7 @@ import torch
 
 from diffusion.training.checkpoint import list_checkpoints, load_checkpoint
 from diffusion.training.errors import TrainingError
-from diffusion.training.loop import Trainer, resolve_precision, warmup_lr
+from diffusion.training.loop import StopReason, Trainer, resolve_precision, warmup_lr
 
 from .helpers import tiny_cfg, tiny_images
 
@@ -92,7 +92,7 @@ def test_stop_request_saves_and_stops(tmp_path):
 
     trainer.loss_fn = stop_at_step_3
     summary = trainer.fit()
-    assert summary["step"] == 3 and summary["stopped_by"] is not None
+    assert summary["step"] == 3 and summary["stopped_by"] is StopReason.signal and summary["signal"] == "SIGTERM"
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3]
 
 
@@ -158,7 +158,7 @@ def test_time_budget_ends_the_run_like_max_steps(tmp_path):
                                "trainer.bpd_t_samples=2"),
                       tmp_path, tiny_images(), holdout=torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
     summary = trainer.fit()
-    assert summary["stopped_by"] == "time" and summary["step"] == 1
+    assert summary["stopped_by"] is StopReason.time and summary["step"] == 1 and summary["signal"] is None
     assert [s for s, _ in list_checkpoints(tmp_path)] == [1]
     assert (tmp_path / "samples" / "step_1.png").exists()
 
