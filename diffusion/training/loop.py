@@ -165,6 +165,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self._last_saved: int | None = None
         self.periodic = self._periodic_actions()
+        self._checkpoints, self._grids, self._bits_per_dim = self.periodic
 
     # ---- set-up -----------------------------------------------------------------------------------------
     def _split_batch(self) -> tuple[int, int]:
@@ -357,10 +358,10 @@ class Trainer:
         last durations) no longer fit before the deadline; it ends the run as max_steps would."""
         step, tc = self.step, self.tcfg
         stop_requested = self._stop_signal is not None
-        out_of_time = time.perf_counter() + sum(p.seconds for p in self.periodic[1:]) > deadline
+        out_of_time = time.perf_counter() + self._grids.seconds + self._bits_per_dim.seconds > deadline
         # reading the NaN flag syncs with the device: on a GPU only where something is logged or saved
         check_nan = (self.device.type == "cpu" or stop_requested or out_of_time or _every(step, tc.log_every)
-                     or self.periodic[0].due(step, step == tc.max_steps))
+                     or self._checkpoints.due(step, step == tc.max_steps))
         bad, stop_requested, out_of_time = self._agree(check_nan and int(window.first_bad) >= 0, stop_requested, out_of_time)
         if bad:
             self._diverged(int(window.first_bad) if int(window.first_bad) >= 0 else step)
@@ -409,11 +410,10 @@ class Trainer:
             _synchronize(self.device)
             return time.perf_counter() - start
 
-        _, grid, bpd = self.periodic
-        if grid.every > 0 and tc.sample_count > 0 and self.dist.is_main:
-            grid.seconds = int(self.cfg.sampler.get("steps", 50)) * forward_seconds(int(tc.sample_count), autocast=True)
-        if bpd.every > 0 and self.holdout is not None and self.dist.is_main:
-            bpd.seconds = bound_cost(self.process, tc.bpd_t_samples) * forward_seconds(len(self.holdout), autocast=False)
+        if self._grids.every > 0 and tc.sample_count > 0 and self.dist.is_main:
+            self._grids.seconds = int(self.cfg.sampler.get("steps", 50)) * forward_seconds(int(tc.sample_count), autocast=True)
+        if self._bits_per_dim.every > 0 and self.holdout is not None and self.dist.is_main:
+            self._bits_per_dim.seconds = bound_cost(self.process, tc.bpd_t_samples) * forward_seconds(len(self.holdout), autocast=False)
 
     def _agree(self, *flags: bool) -> tuple[bool, ...]:
         """Each flag true if it is true on any rank, so that all ranks take the same branch."""
