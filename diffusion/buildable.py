@@ -6,7 +6,7 @@ a file is checked first, in full, before anything is imported or called (``check
 
 * every ``_target_`` at any depth (inside ``_args_``, lists and keyword arguments too) must name a class or
   function registered here with ``@buildable``: the processes (every ``Process`` subclass registers itself),
-  networks, losses, data sets and samplers of this package;
+  networks, losses, data sets, samplers, optimizers and learning-rate schedules of this package;
 * no value may be an interpolation (``${...}``): a train.py checkpoint stores its config resolved, and
   resolving could read environment variables (``oc.env``) or call any registered resolver.
 
@@ -26,7 +26,8 @@ T = TypeVar("T", bound=Callable[..., Any])
 
 _REGISTERED: dict[str, Callable[..., Any]] = {}
 # the packages whose import registers the buildable classes (imported before a check)
-_PACKAGES = ("diffusion.processes", "diffusion.nn", "diffusion.losses", "diffusion.data", "diffusion.samplers")
+_PACKAGES = ("diffusion.processes", "diffusion.nn", "diffusion.losses", "diffusion.data", "diffusion.samplers",
+             "diffusion.training.optim")
 
 
 def buildable(obj: T) -> T:

@@ -1,4 +1,5 @@
-"""The one place a device name becomes a ``torch.device``: train.py, sample.py and evaluate.py all call it."""
+"""The one place that turns a device setting (``auto``, ``cpu``, ``cuda``, ``cuda:<i>``) into a ``torch.device``,
+for training (``trainer.device``) and for sampling and evaluation (``device``)."""
 from __future__ import annotations
 
 import torch
@@ -6,17 +7,28 @@ import torch
 from diffusion.errors import ConfigError
 
 
-def pick_device(name: str = "auto", local_rank: int = 0, key: str = "device") -> torch.device:
-    """``auto``: the GPU when CUDA is available (this process's one under torchrun), else the CPU. ``key`` names
-    the config key in the one-line error for a CUDA device on a machine without CUDA."""
+def pick_device(name: str, local_rank: int = 0, setting: str = "device") -> torch.device:
+    """``auto``: CUDA when available, else the CPU. A bare ``cuda`` (or ``auto`` on a GPU machine) is GPU
+    ``local_rank`` modulo the GPUs present, so that each data-parallel process gets its own.
+
+    ``setting`` names the config key in the one-line ``ConfigError`` raised for a name that is not a device, or
+    a CUDA device on a machine without CUDA (or without that GPU).
+    """
+    name = str(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{setting}={name!r} is not a device: use auto, cpu, cuda or cuda:<index>") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"{key}={name} but CUDA is not available here: use {key}=cpu or {key}=auto")
+            raise ConfigError(f"{setting}={name} but CUDA is not available here: set {setting}=auto or {setting}=cpu")
+        count = torch.cuda.device_count()
         if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+            device = torch.device("cuda", local_rank % count)
+        elif device.index >= count:
+            raise ConfigError(f"{setting}={name} but this machine has {count} GPU(s): use cuda:0..cuda:{count - 1} or auto")
     return device
 
 

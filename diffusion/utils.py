@@ -1,9 +1,67 @@
 """Small shared helpers."""
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
 from torch import Tensor
 
 
 def append_dims(v: Tensor, ndim: int) -> Tensor:
     """Reshape a per-sample tensor of shape (batch,) (or a scalar) so it broadcasts against (batch, *dims)."""
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed for one random stream, from a base seed and a name (``derive_seed(seed, "noise", rank)``):
+    the SHA-256 of ``repr((seed, *parts))``, so streams with different names never collide and nearby seeds
+    give unrelated streams. The project's one way to derive seeds (training streams, generation batches)."""
+    digest = hashlib.sha256(repr((int(seed), *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# the process's umask, read once (os.umask can only be read by setting it)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_atomic(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]) -> Path:
+    """Write a file through ``write_fn(file)`` so that no reader ever sees it half written; returns the path.
+
+    The bytes go to a temporary file ``.<name>.<random>.tmp`` in the target folder, are flushed and fsync'ed,
+    get the permissions of any new file (0666 less the umask; mkstemp alone gives 0600), and only then does
+    ``os.replace`` give them the name (atomic within one file system), followed by an fsync of the folder so
+    the rename survives a power cut. A failure removes the temporary file; a process killed outright leaves
+    it behind, and the old file (if any) stays complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

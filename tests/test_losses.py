@@ -42,7 +42,7 @@ class Optimal(nn.Module):
 
 def expected_eps_mse(process, n=20001):
     """E_t[alpha^2 s^2/(alpha^2 s^2 + sigma^2)] over process.sample_t's distribution."""
-    if process.continuous:
+    if not isinstance(process, DDPM):  # DDPM draws integer steps
         t = torch.linspace(process.t_eps, process.t_max, n, dtype=torch.float64)
         a2, s2 = process.alpha(t) ** 2, process.sigma(t) ** 2
         return torch.trapezoid(a2 * S**2 / (a2 * S**2 + s2), t).item() / (process.t_max - process.t_eps)

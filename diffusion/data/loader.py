@@ -14,10 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from .errors import DataError
 from .memory import InMemoryImages
-
-# Distinct flip / worker streams per rank without colliding with nearby seeds.
-_RANK_STRIDE = 1_000_003
-
+from diffusion.utils import derive_seed
 
 def describe(dataset: Dataset) -> dict:
     """The shape facts a model needs: {channels, image_size, num_classes}."""
@@ -108,7 +105,7 @@ def make_loader(
     else:
         rank = 0
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
-    generator = torch.Generator().manual_seed(seed + _RANK_STRIDE * rank)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "flips", rank))
 
     if in_memory is None:
         in_memory = isinstance(dataset, InMemoryImages)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from diffusion.errors import EvaluationError
 from diffusion.evaluation.frechet import frechet_distance, gaussian_stats
-from diffusion.runs.store import write_atomic
+from diffusion.utils import write_atomic
 
 VERSION = 1  # bump when the network, its training or the feature layer change: old caches are then ignored
 FEATURE_DIM = 128

@@ -27,6 +27,7 @@ from torch import Tensor
 from diffusion.errors import EvaluationError
 from diffusion.runs.store import json_safe
 from diffusion.processes.base import Process
+from diffusion.utils import derive_seed
 
 
 @dataclass
@@ -119,7 +120,7 @@ def likelihood_table(process: Process, model: Callable[..., Tensor], images: Ten
     Generator().manual_seed(seed))`` reproduces ``table.x``); batches of ``batch_size`` then go through
     ``likelihood.ode_nll(method, rtol, atol, divergence, probes)`` and ``likelihood.variational_bound(t_samples)``
     (None: its default, all N terms for DDPM, 256 stratified times for an SDE) on ``device`` in ``dtype``; their own randomness (probes, bound's times and noise) comes from one generator
-    per estimator seeded from ``seed``.
+    per estimator seeded with ``derive_seed(seed, "likelihood_table", <estimator name>)``.
     """
     from diffusion import likelihood
 
@@ -140,8 +141,8 @@ def likelihood_table(process: Process, model: Callable[..., Tensor], images: Ten
         detail = f"{process!r}" + (f", {t_samples} time samples" if t_samples else "")
         runs.append(("variational bound", detail, lambda xb, g: likelihood.variational_bound(
             process, model, xb, generator=g, t_samples=t_samples, return_stats=True)))
-    for k, (name, detail, fn) in enumerate(runs):
-        generator = torch.Generator(device=device).manual_seed(seed + 1 + k)
+    for name, detail, fn in runs:
+        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "likelihood_table", name))
         nlls, mcs, nfes = [], [], []
         start = time.perf_counter()
         batches = range(0, n, batch_size)

@@ -2,7 +2,7 @@
 scored by NFE, wall time and the data set's quality scores (``quality.Quality``). Output: rows, a Markdown
 table and a PNG plot of quality vs NFE with one line per sampler.
 
-The seeds are shared across rows (batch i uses SeedSequence((seed, i)) everywhere), so deterministic samplers
+The seeds are shared across rows (batch i uses derive_seed(seed, "batch", i) everywhere), so deterministic samplers
 start from the same x_T and differences between rows are the solvers', not the noise's.
 """
 from __future__ import annotations

@@ -206,6 +206,17 @@ def sde_bound(process: Process, model: Callable, x: Tensor, *, generator: torch.
     return bound.to(dtype), stderr.to(dtype), 4 * t_samples
 
 
+def bound_cost(process: Process, t_samples: int | None = None) -> int:
+    """Network evaluations per image of one ``variational_bound(process, ..., t_samples=t_samples)``:
+    DDPM: N (all terms, ``t_samples=None``) or ``t_samples``; SDEs: 4 per time draw (two antithetic pairs),
+    ``4 * (t_samples or SDE_T_SAMPLES)``. Equal to the ``nfe`` the bound reports with ``return_stats=True``."""
+    if t_samples is not None and (not isinstance(t_samples, int) or t_samples < 1):
+        raise ValueError(f"t_samples must be a positive integer or None, got {t_samples!r}")
+    if MARKOV_CHAIN not in process.offers:
+        return 4 * (SDE_T_SAMPLES if t_samples is None else t_samples)
+    return int(process.num_steps) if t_samples is None else t_samples
+
+
 def variational_bound(process: Process, model: Callable, x: Tensor, *, generator: torch.Generator | None = None,
                       t_samples: int | None = None, variance: str = "beta", t_start: float | None = None,
                       return_stats: bool = False) -> Tensor | tuple[Tensor, dict]:

@@ -1,7 +1,7 @@
 """Many samples in batches: seeded per batch, counted (NFE), timed, and optionally streamed to a ``BatchStore``.
 
 Reproducibility: batch i draws all its randomness from its own CPU generator seeded with
-SeedSequence((seed, i)) and always draws a full batch of B = min(batch_size, n) samples (the last one is cropped),
+derive_seed(seed, "batch", i) and always draws a full batch of B = min(batch_size, n) samples (the last one is cropped),
 so sample j is a function of (seed, B, j) alone: the same on any device, for any n >= B, and a resumed or
 extended run continues exactly where it stopped. The images do depend on B (batch i holds samples
 i*B .. (i+1)*B - 1, drawn as one tensor): keep ``batch_size`` fixed to reproduce a run (the manifest records it).
@@ -20,12 +20,12 @@ from diffusion.runs.store import BatchStore, to_uint8
 from diffusion.errors import EvaluationError
 from diffusion.processes.base import Process
 from diffusion.samplers.spec import SamplerSpec
+from diffusion.utils import derive_seed
 
 
 def batch_generator(seed: int, index: int) -> torch.Generator:
     """The CPU generator of batch ``index``: independent streams for every (seed, index) pair."""
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+    return torch.Generator().manual_seed(derive_seed(seed, "batch", int(index)))
 
 
 def class_labels_for(n: int, num_classes: int | None, class_labels: int | Sequence[int] | None) -> Tensor | None:

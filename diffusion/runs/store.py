@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,10 @@ from PIL import Image
 from torch import Tensor
 
 from diffusion.errors import EvaluationError
+from diffusion.utils import write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def json_safe(obj: Any) -> Any:
@@ -72,22 +70,6 @@ def save_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None, 
     path = Path(path)
     write_atomic(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
     return path
-
-
-def write_atomic(path: Path, write) -> None:
-    """Write through ``write(file)`` to a temporary file in the target folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_npz(path: str | os.PathLike, images_nhwc: np.ndarray, labels: np.ndarray | None = None) -> Path:

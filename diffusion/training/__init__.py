@@ -9,9 +9,9 @@ from diffusion.training.build import build_from_config, build_loss, build_networ
 from diffusion.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from diffusion.training.ema import EMA, ema_decay_at
 from diffusion.training.errors import ConfigError, TrainingError
-from diffusion.training.loop import Trainer, warmup_lr
+from diffusion.training.loop import StopReason, Trainer, warmup_lr
 
-__all__ = ["Trainer", "warmup_lr", "EMA", "ema_decay_at", "load_model", "build_from_config", "build_network",
+__all__ = ["Trainer", "StopReason", "warmup_lr", "EMA", "ema_decay_at", "load_model", "build_from_config", "build_network",
            "build_process", "build_loss", "load_checkpoint", "save_checkpoint", "list_checkpoints",
            "CheckpointError", "ConfigError", "TrainingError"]
 

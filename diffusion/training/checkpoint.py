@@ -7,17 +7,16 @@ A checkpoint ``<run dir>/checkpoints/ckpt_<step>.pt`` is a dict of tensors, numb
      "rng": [per-process {"torch", "cuda", "generator", "data"} RNG states as tensors],
      "config": the resolved training config as a YAML string}
 
-Atomic write: the bytes go to a temporary file in the same folder, are flushed and fsync'ed, and only
-then ``os.replace`` gives the file its name (a rename within one file system is atomic), followed by
-an fsync of the folder so the rename itself survives a power cut. A process killed at any moment
-therefore leaves either the old set of checkpoints or the old set plus one complete new file.
+Atomic write (``diffusion.utils.write_atomic``): the bytes go to a temporary file in the same folder, are
+flushed and fsync'ed, and only then ``os.replace`` gives the file its name (a rename within one file system
+is atomic), followed by an fsync of the folder so the rename itself survives a power cut. A process killed at
+any moment therefore leaves either the old set of checkpoints or the old set plus one complete new file.
 """
 from __future__ import annotations
 
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from diffusion.errors import CheckpointError
+from diffusion.utils import write_atomic
 
 FORMAT = "diffusion-ckpt"
 VERSION = 1
@@ -67,35 +67,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` (with the format header added) to ``path`` atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``state`` (with the format header added) to ``path`` atomically (``diffusion.utils.write_atomic``,
+    with the permissions of any other new file); returns the path."""
     payload = {"format": FORMAT, "version": VERSION, **state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return write_atomic(path, lambda f: torch.save(payload, f))
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:

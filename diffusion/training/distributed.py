@@ -19,7 +19,6 @@ import torch.distributed as dist
 from torch import nn
 
 
-
 @dataclass(frozen=True)
 class DistInfo:
     rank: int = 0
@@ -58,13 +57,6 @@ def current() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
         return DistInfo(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=dist.get_world_size())
     return DistInfo()
-
-
-def pick_device(pref: str, info: DistInfo) -> torch.device:
-    """``auto``: this process's GPU when CUDA is available, else the CPU (``diffusion.device.pick_device``)."""
-    from diffusion.device import pick_device as pick
-
-    return pick(pref, info.local_rank, key="trainer.device")
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

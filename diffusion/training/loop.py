@@ -1,12 +1,18 @@
-r"""The training loop: AdamW with linear warm-up, gradient clipping, EMA, mixed precision, gradient
-accumulation, data parallelism, checkpoints that resume bit for bit, and a clean stop on SIGTERM/Ctrl-C.
+r"""The training loop: the configured optimizer and learning-rate schedule (default AdamW with linear warm-up,
+``training/optim.py``), gradient clipping, EMA, mixed precision, gradient accumulation, data parallelism,
+checkpoints that resume bit for bit, a time budget, and a clean stop on SIGTERM/Ctrl-C.
 
 One optimizer step (Ho et al. 2020, Algorithm 1, averaged over a batch):
 
     for each of grad_accum micro-batches x_0 (this rank's share of trainer.batch_size):
         loss = mean_i L(x_0^i, t_i, eps_i)           t, eps drawn from the run's torch.Generator
         backward(loss / grad_accum)                  (DDP averages the gradients across ranks)
-    clip ||grad|| to grad_clip;  lr_k = lr min(1, (k + 1) / warmup_steps);  AdamW step;  EMA update
+    clip ||grad|| to grad_clip;  lr_k = lr_schedule(k) (default lr min(1, (k + 1) / warmup_steps));
+    optimizer step (default AdamW);  EMA update
+
+After each step: stop on a request or when the time budget is used up (``StopReason``), log the window's
+means every ``log_every`` steps, then the ``Periodic`` actions: checkpoint, sample grid and bits/dim, each
+every ``*_every`` steps and at the last step.
 
 Randomness: the noise and times of the loss, and class-label dropout, draw from a ``torch.Generator``
 seeded per rank; dropout layers draw from torch's global RNG, seeded per rank too; random flips from
@@ -16,20 +22,24 @@ from the step), so that a stopped and resumed run continues exactly as if it had
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import signal
 import threading
 import time
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diffusion.device import pick_device
 from diffusion.training import distributed as D
 from diffusion.training.build import build_eps_model, build_from_config, build_loss
 from diffusion.training.checkpoint import checkpoint_path, list_checkpoints, prune_checkpoints, save_checkpoint
@@ -37,22 +47,12 @@ from diffusion.training.data import make_train_loader
 from diffusion.training.ema import EMA, ema_decay_at
 from diffusion.training.errors import TrainingError
 from diffusion.training.logging import RunLogger
+from diffusion.training.optim import warmup_lr
+from diffusion.utils import derive_seed
 
 log = logging.getLogger(__name__)
 
-
-def warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): lr * min(1, (step + 1) / warmup_steps)."""
-    if warmup_steps <= 0:
-        return lr
-    return lr * min(1.0, (step + 1) / warmup_steps)
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed for one random stream, from the run seed and a name (so streams never collide)."""
-    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
+__all__ = ["Trainer", "StopReason", "Periodic", "resolve_precision", "derive_seed", "warmup_lr", "AMP_DTYPES"]
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -71,6 +71,67 @@ def resolve_precision(requested: str, device: torch.device, bf16_speedup: Callab
     return "fp32"
 
 
+class StopReason(str, Enum):
+    """Why ``Trainer.fit`` returned (a ``str`` too: ``StopReason.time == "time"``)."""
+
+    max_steps = "max_steps"  # trainer.max_steps reached (or already reached when fit began)
+    time = "time"            # trainer.max_minutes used up: ends the run as max_steps would
+    signal = "signal"        # SIGTERM / SIGINT or request_stop(): saved, then stopped
+
+
+@dataclass
+class Periodic:
+    """An action run every ``every`` optimizer steps (0: never) and, if ``at_end``, at the run's last step.
+    ``seconds``: how long it last took (an estimate until it has run), reserved by the time budget."""
+
+    name: str
+    every: int
+    action: Callable[[], object]
+    at_end: bool = True
+    seconds: float = 0.0
+
+    def due(self, step: int, final: bool) -> bool:
+        return (self.every > 0 and step % self.every == 0) or (final and self.at_end)
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        self.action()
+        self.seconds = time.perf_counter() - start
+
+
+class _Window:
+    """The logging window: loss and grad-norm sums since the last log line, kept on the device (no host sync
+    per step), the optimizer steps they cover and the seconds spent training in them (periodic actions
+    excluded), plus the first step whose loss was not finite since ``fit`` began."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device)
+        self.grad_norm = torch.zeros((), device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.reset()
+
+    def add(self, step: int, loss: Tensor, grad_norm: Tensor) -> None:
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
+        self.loss += loss
+        self.grad_norm += grad_norm.float()
+        self.steps += 1
+
+    def reset(self) -> None:
+        self.loss.zero_(), self.grad_norm.zero_()
+        self.steps, self.start, self.excluded_seconds = 0, time.perf_counter(), 0.0
+
+    def training_seconds(self) -> float:
+        return max(time.perf_counter() - self.start - self.excluded_seconds, 1e-9)
+
+    @contextlib.contextmanager
+    def excluded(self) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded_seconds += time.perf_counter() - start
+
+
 class Trainer:
     """Trains ``cfg``'s model on ``dataset`` and writes the run folder ``run_dir`` (rank 0).
 
@@ -83,78 +144,118 @@ class Trainer:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.tcfg = tc = cfg.trainer
         self.dist = D.current()
-        self.device = D.pick_device(str(tc.device), self.dist)
+        self.device = pick_device(str(tc.device), self.dist.local_rank, setting="trainer.device")
         self.dataset, self.holdout = dataset, holdout
-
-        world, accum = self.dist.world_size, int(tc.grad_accum)
-        if accum < 1 or tc.batch_size < 1 or tc.batch_size % (world * accum):
-            raise TrainingError(f"trainer.batch_size={tc.batch_size} must be a positive multiple of processes x grad_accum "
-                                f"= {world} x {accum}: change trainer.batch_size or trainer.grad_accum")
-        self.accum, self.micro_batch = accum, tc.batch_size // (world * accum)
-        if tc.max_steps < 0:
-            raise TrainingError(f"trainer.max_steps={tc.max_steps} must be >= 0")
-
-        # identical initial weights on every rank (DDP would broadcast rank 0's anyway)
-        torch.manual_seed(int(tc.seed))
-        model, self.process = build_from_config(cfg)
-        self.net = model.net.to(self.device)
-        self.model = build_eps_model(self.net, self.process, cfg)  # unwrapped: for probing and sampling set-up
-        self.loss_fn = build_loss(cfg, self.process)
-        self.num_classes = getattr(self.net, "num_classes", None)
-        if self.num_classes is not None and not getattr(dataset, "num_classes", None):
-            raise TrainingError(f"model.num_classes={self.num_classes} but the data set has no labels: set model.num_classes=null")
-
-        precision = tc.precision.value if hasattr(tc.precision, "value") else str(tc.precision)
-        speedup = (lambda: D.broadcast_object(self._bf16_speedup() if self.dist.is_main else None))
-        self.precision = resolve_precision(precision, self.device, speedup)
-        OmegaConf.update(cfg, "trainer.precision", self.precision)
-        self.amp_dtype = AMP_DTYPES[self.precision]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-
+        self.accum, self.micro_batch = self._split_batch()
+        self._build_model()
+        self._set_precision()
         self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup)
         self.params = [p for p in self.net.parameters() if p.requires_grad]  # listed once: walking modules costs
-        # fused AdamW: one kernel over all tensors (CPU and CUDA), the cheapest of torch's implementations
-        self.optimizer = torch.optim.AdamW(self.params, lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps,
-                                           weight_decay=tc.weight_decay, fused=True)
-
-        # random streams, per rank
-        rank = self.dist.rank
-        self.generator = torch.Generator(self.device).manual_seed(derive_seed(tc.seed, "noise", rank))
-        self.data_generator = torch.Generator().manual_seed(derive_seed(tc.seed, "data", rank))
-        torch.manual_seed(derive_seed(tc.seed, "global", rank))
-        if self.device.type == "cuda":
-            torch.cuda.manual_seed(derive_seed(tc.seed, "cuda", rank))
-
-        self.loader, self.sampler = make_train_loader(
-            dataset, self.micro_batch, seed=int(tc.seed), rank=rank, world_size=world, num_workers=int(tc.num_workers),
-            pin_memory=self.device.type == "cuda", generator=self.data_generator)
-        self.batches_per_epoch = self.sampler.num_samples // self.micro_batch
-        if self.batches_per_epoch < 1:
-            raise TrainingError(f"the data set's {len(dataset)} images make no batch of {self.micro_batch} per process: "
-                                "lower trainer.batch_size")
-
-        train_net: torch.nn.Module = self.net
-        if self.dist.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            train_net = DistributedDataParallel(self.net, device_ids=ids)
-        self.ddp = train_net if self.dist.distributed else None
-        if tc.compile:
-            train_net = torch.compile(train_net)
-        self.train_model = build_eps_model(train_net, self.process, cfg)
+        self.optimizer, self.lr_at = self._build_optimizer()
+        self.generator = torch.Generator(self.device)      # the loss's times and noise, class-label dropout
+        self.data_generator = torch.Generator()            # the loader's random flips
+        self._seed_streams()
+        self._build_loader()
+        self.ddp, self.train_model = self._wrap_for_training()
         self.ema_model = build_eps_model(self.ema.net, self.process, cfg)
-
         self.step = 0
         if resume is not None:
             self._load_state(resume)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
         self._stop_signal: int | None = None
         self._last_saved: int | None = None
-        self._grid_cost = self._bpd_cost = 0.0  # seconds a sample grid / bits/dim take (for max_minutes)
+        self.periodic = self._periodic_actions()
+        self._checkpoints, self._grids, self._bits_per_dim = self.periodic
+
+    # ---- set-up -----------------------------------------------------------------------------------------
+    def _split_batch(self) -> tuple[int, int]:
+        """(grad_accum, micro-batch): trainer.batch_size split over the processes and accumulation steps."""
+        tc, world = self.tcfg, self.dist.world_size
+        accum = int(tc.grad_accum)
+        if accum < 1 or tc.batch_size < 1 or tc.batch_size % (world * accum):
+            raise TrainingError(f"trainer.batch_size={tc.batch_size} must be a positive multiple of processes x grad_accum "
+                                f"= {world} x {accum}: change trainer.batch_size or trainer.grad_accum")
+        if tc.max_steps < 0:
+            raise TrainingError(f"trainer.max_steps={tc.max_steps} must be >= 0")
+        return accum, tc.batch_size // (world * accum)
+
+    def _build_model(self) -> None:
+        """The process, the network on the device (identical initial weights on every rank: DDP would broadcast
+        rank 0's anyway), its eps model (unwrapped: for probing and sampling set-up) and the loss."""
+        torch.manual_seed(int(self.tcfg.seed))
+        model, self.process = build_from_config(self.cfg)
+        self.net = model.net.to(self.device)
+        self.model = build_eps_model(self.net, self.process, self.cfg)
+        self.loss_fn = build_loss(self.cfg, self.process)
+        self.num_classes = getattr(self.net, "num_classes", None)
+        if self.num_classes is not None and not getattr(self.dataset, "num_classes", None):
+            raise TrainingError(f"model.num_classes={self.num_classes} but the data set has no labels: set model.num_classes=null")
+
+    def _set_precision(self) -> None:
+        """trainer.precision resolved (``auto``: timed on rank 0, shared), written back into the config."""
+        tc = self.tcfg
+        precision = tc.precision.value if hasattr(tc.precision, "value") else str(tc.precision)
+        speedup = (lambda: D.broadcast_object(self._bf16_speedup() if self.dist.is_main else None))
+        self.precision = resolve_precision(precision, self.device, speedup)
+        OmegaConf.update(self.cfg, "trainer.precision", self.precision)
+        self.amp_dtype = AMP_DTYPES[self.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def _build_optimizer(self) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
+        """trainer.optimizer and trainer.lr_schedule (diffusion/training/optim.py) with the trainer's values."""
+        tc = self.tcfg
+        optimizer = instantiate(tc.optimizer, _partial_=True)(
+            self.params, lr=float(tc.lr), betas=tuple(tc.adam_betas), eps=float(tc.adam_eps),
+            weight_decay=float(tc.weight_decay))
+        lr_at = partial(instantiate(tc.lr_schedule, _partial_=True), lr=float(tc.lr),
+                        warmup_steps=int(tc.warmup_steps), max_steps=int(tc.max_steps))
+        lr_at(0)  # a bad schedule option fails here, before training
+        return optimizer, lr_at
+
+    def _seed_streams(self, *resumed_at: int) -> None:
+        """Seed this rank's random streams from trainer.seed (``resumed_at``: the step, for fresh streams in a
+        run resumed by another number of processes)."""
+        seed, rank = int(self.tcfg.seed), self.dist.rank
+        self.generator.manual_seed(derive_seed(seed, "noise", rank, *resumed_at))
+        self.data_generator.manual_seed(derive_seed(seed, "data", rank, *resumed_at))
+        torch.manual_seed(derive_seed(seed, "global", rank, *resumed_at))  # dropout layers
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(derive_seed(seed, "cuda", rank, *resumed_at))
+
+    def _build_loader(self) -> None:
+        self.loader, self.sampler = make_train_loader(
+            self.dataset, self.micro_batch, seed=int(self.tcfg.seed), rank=self.dist.rank,
+            world_size=self.dist.world_size, num_workers=int(self.tcfg.num_workers),
+            pin_memory=self.device.type == "cuda", generator=self.data_generator)
+        self.batches_per_epoch = self.sampler.num_samples // self.micro_batch
+        if self.batches_per_epoch < 1:
+            raise TrainingError(f"the data set's {len(self.dataset)} images make no batch of {self.micro_batch} per process: "
+                                "lower trainer.batch_size")
+
+    def _wrap_for_training(self) -> tuple[Any, Callable[..., Tensor]]:
+        """(the DDP module or None, the eps model training calls): the network wrapped for data parallelism
+        and ``torch.compile`` as configured; checkpoints always hold the bare network."""
+        train_net: torch.nn.Module = self.net
+        ddp = None
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            train_net = ddp = DistributedDataParallel(self.net, device_ids=ids)
+        if self.tcfg.compile:
+            train_net = torch.compile(train_net)
+        return ddp, build_eps_model(train_net, self.process, self.cfg)
+
+    def _periodic_actions(self) -> list[Periodic]:
+        """Checkpoint, sample grid, bits/dim: every ``*_every`` steps and at the last step (a checkpoint always,
+        the others when switched on). Their ``seconds`` are what the time budget reserves for the last step."""
+        tc = self.tcfg
+        return [Periodic("checkpoint", int(tc.ckpt_every), self.save, at_end=True),
+                Periodic("sample grid", int(tc.sample_every), self.sample_grid, at_end=tc.sample_every > 0),
+                Periodic("bits/dim", int(tc.bpd_every), self.log_bits_per_dim, at_end=tc.bpd_every > 0)]
 
     # ---- one optimizer step ---------------------------------------------------------------------------
-    def _batches(self):
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """Micro-batches forever, starting where step ``self.step`` left off."""
         done = self.step * self.accum
         while True:
@@ -182,7 +283,7 @@ class Trainer:
 
     def train_step(self, batches) -> tuple[Tensor, Tensor, float]:
         """One optimizer step; returns (mean loss, grad norm before clipping, lr) as device tensors/float."""
-        lr = warmup_lr(self.step, self.tcfg.lr, self.tcfg.warmup_steps)
+        lr = float(self.lr_at(self.step))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -209,87 +310,92 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train to ``trainer.max_steps`` (or until SIGTERM/SIGINT); returns a summary dict."""
-        tc, main = self.tcfg, self.dist.is_main
+        """Train to ``trainer.max_steps``, until ``trainer.max_minutes`` is used up or until SIGTERM/SIGINT;
+        returns a summary dict (``stopped_by``: a ``StopReason``; ``signal``: the signal's name or None)."""
+        tc = self.tcfg
         restore = self._install_signal_handlers()
-        batches = self._batches()
-        bar = tqdm(total=tc.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not (main and tc.progress), mininterval=1.0)
-        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        norm_sum = torch.zeros((), device=self.device)
-        window, window_start, busy = 0, time.perf_counter(), 0.0
-        stopped_by = None
-        start_step = self.step
+        batches, start_step, window = self._batches(), self.step, _Window(self.device)
         deadline = time.perf_counter() + 60 * float(tc.max_minutes) if tc.max_minutes > 0 else math.inf
+        bar = tqdm(total=tc.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (self.dist.is_main and tc.progress), mininterval=1.0)
+        reason = StopReason.max_steps
         try:
             while self.step < tc.max_steps:
                 loss, grad_norm, lr = self.train_step(batches)
                 if self.step == start_step + 1 and tc.max_minutes > 0:
-                    self._grid_cost, self._bpd_cost = self._estimate_final_cost()
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), self.step, first_bad)
-                loss_sum += loss
-                norm_sum += grad_norm.float()
-                window += 1
+                    self._estimate_final_cost()
+                window.add(self.step, loss, grad_norm)
                 bar.update(1)
-                step = self.step
-                save_now = _every(step, tc.ckpt_every) or step == tc.max_steps
-                log_now = _every(step, tc.log_every)
-                # stop requests and NaN losses are agreed on by all ranks, so that all take the same branch
-                check_nan = self.device.type == "cpu" or log_now or save_now
-                # stop early enough for the final sample grid and bits/dim (timed when they last ran)
-                bad, stop, out_of_time = self._agree(check_nan and int(first_bad) >= 0, self._stop_signal is not None,
-                                                     time.perf_counter() + self._grid_cost + self._bpd_cost > deadline)
-                if bad:
-                    self._diverged(int(first_bad) if int(first_bad) >= 0 else step)
-                if out_of_time and not stop and step < tc.max_steps:
-                    # the time budget ends the run as max_steps would: checkpoint, last grid and bits/dim
-                    log.info(f"trainer.max_minutes={tc.max_minutes} reached at step {step} of {tc.max_steps}")
-                    stopped_by, save_now, final = "time", True, True
-                else:
-                    final = step == tc.max_steps
-                if log_now:
-                    elapsed = max(time.perf_counter() - window_start - busy, 1e-9)
-                    scalars = {"train/loss": (loss_sum / window).item(), "train/grad_norm": (norm_sum / window).item(),
-                               "train/lr": lr, "train/ema_decay": ema_decay_at(step - 1, self.ema.decay, self.ema.warmup),
-                               "perf/images_per_sec": window * tc.batch_size / elapsed}
-                    self.logger.scalars(step, scalars)
-                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", lr=f"{lr:.1e}", refresh=False)
-                    loss_sum.zero_(), norm_sum.zero_()
-                    window, window_start, busy = 0, time.perf_counter(), 0.0
-                t0 = time.perf_counter()
-                if stop:
-                    stopped_by = self._stop_signal if self._stop_signal is not None else signal.SIGTERM
+                stop = self._stop_reason(window, deadline)
+                if _every(self.step, tc.log_every):
+                    self._log_window(window, lr, bar)
+                if stop is StopReason.signal:
                     self.save()
+                    reason = stop
                     break
-                if save_now:
-                    self.save()
-                if _every(step, tc.sample_every) or (final and tc.sample_every > 0):
-                    t1 = time.perf_counter()
-                    self.sample_grid()
-                    self._grid_cost = time.perf_counter() - t1
-                if _every(step, tc.bpd_every) or (final and tc.bpd_every > 0):
-                    t1 = time.perf_counter()
-                    self.log_bits_per_dim()
-                    self._bpd_cost = time.perf_counter() - t1
-                busy += time.perf_counter() - t0
-                if stopped_by == "time":
+                final = stop is StopReason.time or self.step == tc.max_steps
+                with window.excluded():
+                    for action in self.periodic:
+                        if action.due(self.step, final):
+                            action.run()
+                if stop is StopReason.time:
+                    reason = stop
                     break
-            else:
-                if self._last_saved != self.step and self.step > start_step:
-                    self.save()
+            if self._last_saved != self.step and self.step > start_step:
+                self.save()
             in_sync = self._check_replicas()
         finally:
             bar.close()
             restore()
             self.logger.close()
-        return {"step": self.step, "stopped_by": stopped_by, "checkpoint": self.latest_checkpoint(),
-                "precision": self.precision, "replicas_in_sync": in_sync, "world_size": self.dist.world_size}
+        return {"step": self.step, "stopped_by": reason, "signal": self._signal_name(reason),
+                "checkpoint": self.latest_checkpoint(), "precision": self.precision, "replicas_in_sync": in_sync,
+                "world_size": self.dist.world_size}
+
+    def _stop_reason(self, window: _Window, deadline: float) -> StopReason | None:
+        """Whether to stop after this step, agreed on by all ranks so that all take the same branch; a loss that
+        turned NaN/inf raises ``TrainingError``. Out of time means that the final sample grid and bits/dim (their
+        last durations) no longer fit before the deadline; it ends the run as max_steps would."""
+        step, tc = self.step, self.tcfg
+        stop_requested = self._stop_signal is not None
+        out_of_time = time.perf_counter() + self._grids.seconds + self._bits_per_dim.seconds > deadline
+        # reading the NaN flag syncs with the device: on a GPU only where something is logged or saved
+        check_nan = (self.device.type == "cpu" or stop_requested or out_of_time or _every(step, tc.log_every)
+                     or self._checkpoints.due(step, step == tc.max_steps))
+        bad, stop_requested, out_of_time = self._agree(check_nan and int(window.first_bad) >= 0, stop_requested, out_of_time)
+        if bad:
+            self._diverged(int(window.first_bad) if int(window.first_bad) >= 0 else step)
+        if stop_requested:
+            return StopReason.signal
+        if out_of_time and step < tc.max_steps:
+            log.info(f"trainer.max_minutes={tc.max_minutes} reached at step {step} of {tc.max_steps}")
+            return StopReason.time
+        return None
+
+    def _log_window(self, window: _Window, lr: float, bar) -> None:
+        """Mean loss and grad norm over the window, lr, EMA decay and training throughput to TensorBoard."""
+        step = self.step
+        scalars = {"train/loss": (window.loss / window.steps).item(),
+                   "train/grad_norm": (window.grad_norm / window.steps).item(), "train/lr": lr,
+                   "train/ema_decay": ema_decay_at(step - 1, self.ema.decay, self.ema.warmup),
+                   "perf/images_per_sec": window.steps * self.tcfg.batch_size / window.training_seconds()}
+        self.logger.scalars(step, scalars)
+        bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", lr=f"{lr:.1e}", refresh=False)
+        window.reset()
+
+    def _signal_name(self, reason: StopReason) -> str | None:
+        if reason is not StopReason.signal:
+            return None
+        # a stop agreed on because another rank got the signal: that was SIGTERM as far as this rank knows
+        return signal.Signals(self._stop_signal if self._stop_signal is not None else signal.SIGTERM).name
 
     @torch.no_grad()
-    def _estimate_final_cost(self) -> tuple[float, float]:
-        """Seconds the final sample grid and bits/dim will take: their numbers of network evaluations times
-        one timed forward pass at their batch sizes (replaced by their measured times once they run)."""
+    def _estimate_final_cost(self) -> None:
+        """Set the sample grid's and bits/dim's ``seconds`` (until they run and are timed) to their numbers of
+        network evaluations times one timed forward pass at their batch sizes: the sampler's steps for the grid,
+        ``likelihood.bound_cost`` for the bound."""
+        from diffusion.likelihood import bound_cost
+
         tc = self.tcfg
 
         def forward_seconds(n: int, autocast: bool) -> float:
@@ -304,13 +410,10 @@ class Trainer:
             _synchronize(self.device)
             return time.perf_counter() - start
 
-        grid = bpd = 0.0
-        if tc.sample_every > 0 and tc.sample_count > 0 and self.dist.is_main:
-            grid = int(self.cfg.sampler.get("steps", 50)) * forward_seconds(int(tc.sample_count), autocast=True)
-        if tc.bpd_every > 0 and self.holdout is not None and self.dist.is_main:
-            evals = tc.bpd_t_samples or (256 if self.process.continuous else self.process.num_steps)
-            bpd = evals * (4 if self.process.continuous else 1) * forward_seconds(len(self.holdout), autocast=False)
-        return grid, bpd
+        if self._grids.every > 0 and tc.sample_count > 0 and self.dist.is_main:
+            self._grids.seconds = int(self.cfg.sampler.get("steps", 50)) * forward_seconds(int(tc.sample_count), autocast=True)
+        if self._bits_per_dim.every > 0 and self.holdout is not None and self.dist.is_main:
+            self._bits_per_dim.seconds = bound_cost(self.process, tc.bpd_t_samples) * forward_seconds(len(self.holdout), autocast=False)
 
     def _agree(self, *flags: bool) -> tuple[bool, ...]:
         """Each flag true if it is true on any rank, so that all ranks take the same branch."""
@@ -407,10 +510,7 @@ class Trainer:
             self.data_generator.set_state(mine["data"])
         else:
             # another number of processes: fresh streams (the run goes on, but not as it would have)
-            seed, rank = int(self.tcfg.seed), self.dist.rank
-            self.generator.manual_seed(derive_seed(seed, "noise", rank, self.step))
-            self.data_generator.manual_seed(derive_seed(seed, "data", rank, self.step))
-            torch.manual_seed(derive_seed(seed, "global", rank, self.step))
+            self._seed_streams(self.step)
             if self.dist.is_main:
                 log.warning(f"resuming with {self.dist.world_size} processes, the checkpoint had {len(rng)}: "
                             "random streams restart, so the run will not match an uninterrupted one")

@@ -90,10 +90,8 @@ def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
         lines.append(f"Time budget trainer.max_minutes={cfg.trainer.max_minutes} used up at step {summary['step']} of "
                      f"{cfg.trainer.max_steps}; saved {saved}. Train on with:\n"
                      f"  python train.py resume=true hydra.run.dir={where}")
-    elif stopped_by is not None:
-        import signal
-
-        lines.append(f"Stopped ({signal.Signals(stopped_by).name}) at step {summary['step']} and saved {saved}. "
+    elif stopped_by == "signal":
+        lines.append(f"Stopped ({summary['signal']}) at step {summary['step']} and saved {saved}. "
                      f"Continue with:\n  python train.py resume=true hydra.run.dir={where}")
     lines.append(f"\nRun folder:  {where}\n"
                  f"Sample:      python sample.py ckpt={where} sampler=ddim_stochastic\n"

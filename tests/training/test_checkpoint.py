@@ -146,3 +146,21 @@ def test_newer_version_and_incomplete(tmp_path):
     torch.save({"format": "diffusion-ckpt", "version": 1, "model": {}}, path)
     with pytest.raises(CheckpointError, match="lacks step, config"):
         load_checkpoint(path)
+
+
+def test_checkpoints_get_the_permissions_of_other_files(tmp_path):
+    """One atomic write (diffusion.utils.write_atomic) for checkpoints and sample files: 0666 less the umask,
+    like a file opened for writing (mkstemp alone would give 0600)."""
+    from diffusion.runs.store import save_npz
+    from diffusion.utils import write_atomic
+
+    umask = os.umask(0)
+    os.umask(umask)
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    ckpt = save_checkpoint(checkpoint_path(tmp_path, 1), _state(1))
+    npz = save_npz(tmp_path / "samples.npz", torch.zeros(1, 2, 2, 1, dtype=torch.uint8).numpy())
+    other = write_atomic(tmp_path / "sub" / "notes.txt", lambda f: f.write(b"hello"))
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (plain, ckpt, npz, other)}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+    assert other.read_bytes() == b"hello" and not list((tmp_path / "sub").glob(".*.tmp"))

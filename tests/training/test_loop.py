@@ -9,7 +9,7 @@ import torch
 
 from diffusion.training.checkpoint import list_checkpoints, load_checkpoint
 from diffusion.training.errors import TrainingError
-from diffusion.training.loop import Trainer, resolve_precision, warmup_lr
+from diffusion.training.loop import Periodic, StopReason, Trainer, resolve_precision, warmup_lr
 
 from .helpers import tiny_cfg, tiny_images
 
@@ -92,8 +92,26 @@ def test_stop_request_saves_and_stops(tmp_path):
 
     trainer.loss_fn = stop_at_step_3
     summary = trainer.fit()
-    assert summary["step"] == 3 and summary["stopped_by"] is not None
+    assert summary["step"] == 3 and summary["stopped_by"] is StopReason.signal and summary["signal"] == "SIGTERM"
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3]
+
+
+def test_a_finished_run_stops_at_max_steps(tmp_path):
+    """StopReason.max_steps with the checkpoint of the last step; fit again: nothing left to do, same reason."""
+    trainer = Trainer(tiny_cfg("trainer.max_steps=2", "trainer.ckpt_every=0"), tmp_path, tiny_images())
+    summary = trainer.fit()
+    assert summary["stopped_by"] is StopReason.max_steps and summary["signal"] is None and summary["step"] == 2
+    assert summary["checkpoint"].name == "ckpt_2.pt"
+    again = Trainer(tiny_cfg("trainer.max_steps=2"), tmp_path, tiny_images(), resume=load_checkpoint(tmp_path)).fit()
+    assert again["stopped_by"] is StopReason.max_steps and again["step"] == 2
+
+
+def test_periodic_actions_are_due_every_n_steps_and_at_the_end():
+    every_3 = Periodic("grid", 3, lambda: None, at_end=True)
+    assert [k for k in range(1, 10) if every_3.due(k, final=False)] == [3, 6, 9]
+    assert every_3.due(4, final=True)
+    off = Periodic("bits/dim", 0, lambda: None, at_end=False)
+    assert not any(off.due(k, final=k == 9) for k in range(1, 10))
 
 
 def _deterministic_loss(model, x0, class_labels=None, generator=None):
@@ -158,7 +176,7 @@ def test_time_budget_ends_the_run_like_max_steps(tmp_path):
                                "trainer.bpd_t_samples=2"),
                       tmp_path, tiny_images(), holdout=torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
     summary = trainer.fit()
-    assert summary["stopped_by"] == "time" and summary["step"] == 1
+    assert summary["stopped_by"] is StopReason.time and summary["step"] == 1 and summary["signal"] is None
     assert [s for s, _ in list_checkpoints(tmp_path)] == [1]
     assert (tmp_path / "samples" / "step_1.png").exists()
 
