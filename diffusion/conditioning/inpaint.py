@@ -88,7 +88,7 @@ def repaint_boundaries(end: int, jump_length: int) -> list[int]:
 def inpaint(process: Process, model: Callable[..., Tensor], x_known: Tensor, mask: Tensor, sampler: str = "ddim",
             steps: int = 50, method: str = "replacement", generator: torch.Generator | None = None, *,
             jump_length: int | None = None, resamples: int | None = None, x_T: Tensor | None = None,
-            clip_denoised: float | None = None, **options) -> Tensor:
+            clip_denoised: float | None = None, sampler_options: dict | None = None, **options) -> Tensor:
     """Complete ``x_known`` where ``mask`` is 0; the result equals x_known where ``mask`` is 1.
 
     x_known: (batch, *dims); its entries where mask = 0 are ignored.
@@ -98,6 +98,8 @@ def inpaint(process: Process, model: Callable[..., Tensor], x_known: Tensor, mas
     jump_length, resamples: RePaint's j (default 10, at most steps) and r (default 10; 1 is replacement itself).
         The model is called about r x steps times.
     clip_denoised: as for ``sample`` (images in [-1, 1]: 1.0).
+    sampler_options: the sampler's options as a dict, for names that clash with these parameters (the ``ode``
+        sampler's ``method``); merged with ``options``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; choose one of {', '.join(METHODS)}")
@@ -110,7 +112,7 @@ def inpaint(process: Process, model: Callable[..., Tensor], x_known: Tensor, mas
         x_T = process.prior_sample(tuple(x_known.shape), generator, device=gen_device, dtype=x_known.dtype)
     x = x_T.to(x_known.device, x_known.dtype)
     conditioned = Replacement(process, model, x_known, mask, generator)
-    kwargs = dict(options, clip_denoised=clip_denoised)
+    kwargs = dict(sampler_options or {}, **options, clip_denoised=clip_denoised)
     if method == "replacement":
         x = sample(process, conditioned, None, sampler, steps, generator, x_T=x, **kwargs)
     else:
