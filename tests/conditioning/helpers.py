@@ -28,12 +28,13 @@ def target() -> GaussianMixture:
     return GaussianMixture(torch.tensor([1.0, 1.0, 1.0]), means, covs)
 
 
-def observation(gm: GaussianMixture) -> torch.Tensor:
-    """x (4,) whose known part sits in the overlap, halfway from the weight-averaged known mean to component 0's:
-    exact conditional weights (0.566, 0.314, 0.120), far from the prior's (1/3, 1/3, 1/3)."""
+def observation(gm: GaussianMixture, towards: int = 0) -> torch.Tensor:
+    """x (4,) whose known part sits in the overlap, halfway from the weight-averaged known mean to component
+    ``towards``'s: exact conditional weights (0.566, 0.314, 0.120) for 0 and (0.059, 0.370, 0.571) for 2, both far
+    from the prior's (1/3, 1/3, 1/3)."""
     x = torch.zeros(4, dtype=torch.float64)
     centre = gm.weights @ gm.means[:, KNOWN]
-    x[KNOWN] = centre + 0.5 * (gm.means[0, KNOWN] - centre)
+    x[KNOWN] = centre + 0.5 * (gm.means[towards, KNOWN] - centre)
     return x
 
 
