@@ -7,6 +7,8 @@
     python sample.py ckpt=runs/<run> sampler=pc sampler.snr=0.16      # predictor-corrector
     python sample.py ckpt=runs/<run> n=50000 batch_size=500           # for FID: streams batches, resumable
     python sample.py ckpt=runs/<run> class_labels=[3] guidance_scale=2.0   # class-conditional models
+    python sample.py ckpt=runs/<run> task=inpaint images=test mask=center inpaint.method=repaint n=8
+    python sample.py ckpt=runs/<run> task=interpolate images=test interpolate.pair=[0,1] interpolate.frames=8
 
 Writes <out>/samples.npz (arr_0: uint8 images N x H x W x C; arr_1: labels of conditional models),
 <out>/grid.png and <out>/manifest.json; batches stream to <out>/batches/ and a rerun of the same command
@@ -22,6 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def run(cfg: DictConfig) -> dict:
+    if cfg.task.value != "sample":  # inpaint, interpolate
+        from diffusion.conditioning.cli import run_task
+
+        return run_task(cfg)
     from diffusion.device import pick_device
     from diffusion.runs import BatchStore, class_labels_for, generate, load_run, save_grid
     from diffusion.samplers import sampler_from_config

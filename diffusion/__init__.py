@@ -7,6 +7,7 @@
 """
 from diffusion import likelihood, processes
 from diffusion.samplers import sample
+from diffusion.conditioning import inpaint
 
-__all__ = ["processes", "sample", "likelihood"]
+__all__ = ["processes", "sample", "likelihood", "inpaint"]
 __version__ = "0.1.0"

@@ -60,6 +60,36 @@ class GaussianMixture:
         x = self.means[k] + torch.einsum("nij,nj->ni", self.eigvecs[k], self.eigvals[k].sqrt() * z)
         return x.reshape((n,) + (shape or (self.d,)))
 
+    # ---- marginal and conditional of a subset of coordinates -----------------------------------
+    def marginal(self, keep: Tensor) -> "GaussianMixture":
+        """The mixture of the coordinates where ``keep`` (bool, d entries in any shape) is True: same weights,
+        means mu_k[keep], covariances Sigma_k[keep, keep]."""
+        keep = torch.as_tensor(keep, dtype=torch.bool).reshape(-1)
+        return GaussianMixture(self.weights, self.means[:, keep], self.covs[:, keep][:, :, keep])
+
+    def conditional(self, x: Tensor, known: Tensor) -> "GaussianMixture":
+        r"""p(x_missing | x_known) in closed form, a mixture over the coordinates where ``known`` is False.
+
+        x: one sample (d entries in any shape; only its known entries are read); known: bool, same size.
+        Per component (Gaussian conditioning, e.g. Bishop 2006 eq. 2.81-2.82), with o = known, m = missing:
+
+            mu_{m|o} = mu_m + S_mo S_oo^{-1} (x_o - mu_o),   S_{m|o} = S_mm - S_mo S_oo^{-1} S_om,
+
+        and the weights by Bayes' rule, w_k' proportional to w_k N(x_o; mu_o,k, S_oo,k).
+        """
+        o = torch.as_tensor(known, dtype=torch.bool).reshape(-1)
+        if o.numel() != self.d or bool(o.all()) or not bool(o.any()):
+            raise ValueError(f"known must have {self.d} entries with some but not all True")
+        m = ~o
+        x_o = torch.as_tensor(x, dtype=torch.float64).reshape(-1)[o]
+        s_oo, s_mo, s_mm = self.covs[:, o][:, :, o], self.covs[:, m][:, :, o], self.covs[:, m][:, :, m]
+        gain = torch.linalg.solve(s_oo, s_mo.transpose(1, 2)).transpose(1, 2)  # S_mo S_oo^{-1} (S_oo symmetric)
+        means = self.means[:, m] + torch.einsum("kij,kj->ki", gain, x_o - self.means[:, o])
+        covs = s_mm - gain @ s_mo.transpose(1, 2)
+        covs = (covs + covs.transpose(1, 2)) / 2
+        log_w = self.weights.log() + self.marginal(o)._components(x_o[None], torch.ones(1), torch.zeros(1))[0][0]
+        return GaussianMixture(torch.softmax(log_w, 0), means, covs)
+
     # ---- noised marginals ----------------------------------------------------------------------
     def _components(self, x: Tensor, alpha: Tensor, sigma: Tensor):
         """Per-sample, per-component log N(x; alpha mu_k, alpha^2 Sigma_k + sigma^2 I) and the

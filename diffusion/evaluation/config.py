@@ -21,6 +21,27 @@ class Task(Enum):
     fid = "fid"
 
 
+class SampleTask(Enum):
+    sample = "sample"
+    inpaint = "inpaint"
+    interpolate = "interpolate"
+
+
+@dataclass
+class InpaintConfig:  # sample.py task=inpaint (diffusion/conditioning/cli.py)
+    method: str = "replacement"  # replacement (score_sde) | repaint (Lugmayr et al. 2022)
+    jump_length: int = 10  # repaint: steps between jumps back
+    resamples: int = 10  # repaint: passes over each jump (1: replacement); NFE ~ resamples x steps
+
+
+@dataclass
+class InterpolateConfig:  # sample.py task=interpolate: ODE latents of two images, slerp, decode
+    pair: List[int] = field(default_factory=lambda: [0, 1])  # which two of the images
+    frames: int = 8
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+
 class Divergence(Enum):
     exact = "exact"
     hutchinson = "hutchinson"
@@ -42,6 +63,11 @@ class SampleConfig:
     grid: int = 64  # samples shown in the PNG grid (0: no grid)
     progress: bool = True
     trust_checkpoint_config: bool = False  # build whatever the checkpoint's config names (default: own classes only)
+    task: SampleTask = SampleTask.sample  # sample | inpaint | interpolate (diffusion/conditioning/cli.py)
+    images: str = "test"  # inpaint/interpolate: an .npz, a folder of images, or test / train (the run's data split)
+    mask: str = "center"  # inpaint: the region to fill in: center | left | top | random:<p> | a PNG (white = fill in)
+    inpaint: InpaintConfig = field(default_factory=InpaintConfig)
+    interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
 
 
 @dataclass
