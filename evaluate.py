@@ -48,14 +48,20 @@ def _quality(cfg: DictConfig, shape, data_cfg: DictConfig | None, device):
     from diffusion.evaluation import cli
     from diffusion.evaluation.quality import build_quality, dataset_images
 
-    reference = None
+    reference = heldout = None
     if data_cfg is not None:
         def reference():
             return dataset_images(cli.build_data(data_cfg, "train"))
+
+        def heldout():  # real images FID's floor is measured on: the test split, where the data set has one
+            try:
+                return dataset_images(cli.build_data(data_cfg, "test"))
+            except Exception:  # noqa: BLE001 - no test split (a folder of images): no floor
+                return None
     return build_quality(tuple(shape), reference, data_target=None if data_cfg is None else data_cfg.get("_target_"),
                          fid=_switch(cfg.fid.inception), digit_fd=_switch(cfg.fid.digit_fd),
                          inception_weights=cfg.fid.inception_weights, inception_url=cfg.fid.inception_url,
-                         device=device, log=lambda m: print(m, file=sys.stderr))
+                         device=device, log=lambda m: print(m, file=sys.stderr), heldout=heldout)
 
 
 def likelihood(cfg: DictConfig) -> dict:
@@ -118,8 +124,8 @@ def sweep(cfg: DictConfig) -> dict:
                      log=lambda m: print(m, file=sys.stderr))
     notes = list(quality.notes)
     if quality.digits is not None:
-        notes.append(f"digit FD: Frechet distance of the digit classifier's 128-d features (test accuracy "
-                     f"{quality.digits.test_accuracy:.2%}) to the MNIST5k train digits; comparable only at equal n")
+        notes.append(f"digit FD/KID: in the shipped digit classifier's 128-d features (test accuracy "
+                     f"{quality.digits.digits.test_accuracy:.2%}) against the MNIST5k test split; FD only at equal n")
     files = save_sweep(rows, out, notes, extra={"checkpoint": str(path), "quality": quality.describe(),
                                                 "samplers": samplers}, title=f"{process!r}, n={cfg.n}")
     print(markdown_table(rows, notes) + f"\nwrote {files['md']}, {files['json']} and {files['png']}")
@@ -129,7 +135,7 @@ def sweep(cfg: DictConfig) -> dict:
 def fid(cfg: DictConfig) -> dict:
     from diffusion.evaluation import cli
     from diffusion.evaluation.io import json_safe, load_images
-    from diffusion.evaluation.quality import DIGIT_SHAPE
+    from diffusion.evaluation.quality import DIGIT_SHAPE, quality_table
 
     if not cfg.samples:
         raise cli.EvaluationError("task=fid needs samples=<file.npz or folder of images>")
@@ -157,9 +163,7 @@ def fid(cfg: DictConfig) -> dict:
     result = {"samples": str(samples), "n": len(images), "reference": data_cfg.get("_target_"), **scores,
               "quality": quality.describe()}
     (out / "fid.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"| samples | n | FID | digit FD |\n|---|---:|---:|---:|\n| {samples} | {len(images)} | "
-          f"{fmt(scores['fid'])} | {fmt(scores['digit_fd'])} |\n\nwrote {out / 'fid.json'}")
+    print(f"{quality_table(scores, len(images), str(samples))}\nwrote {out / 'fid.json'}")
     return result
 
 
