@@ -12,9 +12,11 @@ For n samples it gives
   beside the test digits' own ``digit_evenness_test``; ``digit_class_counts``;
 - a memorization check, in pixel space (a copied training digit is near-identical in pixels, while features group
   digits that merely look alike): each sample's Euclidean distance to its nearest training digit, against the same
-  distance for each test digit. ``digit_nn_ratio`` is the ratio of the medians (about 1 for a model that
-  generalises, much below 1 for one that copies) and ``digit_near_copies`` the fraction of samples closer to a
-  training digit than 99% of the test digits are (about 0.01 unless the model copies).
+  distance for the test digits of the same predicted class (a "1" lies much nearer its neighbours than an "8", so
+  the comparison is made within a class). ``digit_nn_ratio`` is the median over samples of (distance / the class's
+  median test-digit distance): about 1 for a model that generalises, towards 0 for one that copies.
+  ``digit_near_copies`` is the fraction of samples nearer a training digit than 95% of their class's test digits
+  are: about 0.05 unless the model copies, 1 for copies.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from diffusion.evaluation.frechet import frechet_distance, gaussian_stats
 from diffusion.evaluation.kid import kid
 
 NUM_CLASSES = 10
+NEAR_COPY_QUANTILE = 0.05  # a sample is a near copy when it is nearer a training digit than 95% of real unseen digits
 
 
 def evenness(classes: Tensor, num_classes: int = NUM_CLASSES) -> tuple[float, list[int]]:
@@ -60,9 +63,13 @@ class DigitMetric:
         self.train_features, self.test_features = self.digits.features(train), self.digits.features(test)
         self.train_pixels = to_float_images(train).flatten(1)
         test_nn = nearest_distances(to_float_images(test).flatten(1), self.train_pixels)
+        test_classes = self.digits.predict(test)
         self.test_nn_median = float(test_nn.median())
-        self.test_nn_p01 = float(torch.quantile(test_nn, 0.01))
-        self.test_evenness, _ = evenness(self.digits.predict(test))
+        # per predicted class: the median and the 5% quantile of the test digits' nearest-training-digit distances
+        self.class_nn_median = torch.stack([test_nn[test_classes == c].median() for c in range(NUM_CLASSES)])
+        self.class_nn_p05 = torch.stack([torch.quantile(test_nn[test_classes == c], NEAR_COPY_QUANTILE)
+                                         for c in range(NUM_CLASSES)])
+        self.test_evenness, _ = evenness(test_classes)
         self._floors: dict[int, dict[str, float]] = {}
 
     def _generator(self, *parts: int) -> torch.Generator:
@@ -95,7 +102,8 @@ class DigitMetric:
         features = self.digits.features(images)
         mu, cov = gaussian_stats(features)
         kid_mean, kid_std = self._kid(features, n, 3)
-        even, counts = evenness(self.digits.predict(images))
+        classes = self.digits.predict(images)
+        even, counts = evenness(classes)
         nn = nearest_distances(to_float_images(images).flatten(1), self.train_pixels)
         return {"digit_n": n,
                 "digit_fd": frechet_distance(mu, cov, *self.digits.reference["test"]),
@@ -104,8 +112,8 @@ class DigitMetric:
                 **self.floor(n),
                 "digit_evenness": even, "digit_evenness_test": self.test_evenness, "digit_class_counts": counts,
                 "digit_nn_median": float(nn.median()), "digit_nn_median_test": self.test_nn_median,
-                "digit_nn_ratio": float(nn.median()) / self.test_nn_median,
-                "digit_near_copies": float((nn < self.test_nn_p01).double().mean())}
+                "digit_nn_ratio": float((nn / self.class_nn_median[classes]).median()),
+                "digit_near_copies": float((nn < self.class_nn_p05[classes]).double().mean())}
 
 
 __all__ = ["DigitMetric", "evenness", "nearest_distances", "load_digit_features"]

@@ -117,7 +117,10 @@ def quality_table(scores: dict[str, Any], n: int, name: str = "samples") -> str:
                  ("class evenness H/log10", _v(scores["digit_evenness"]), _v(scores["digit_evenness_test"]), 500),
                  ("nearest-train-digit distance, median", _v(scores["digit_nn_median"]),
                   _v(scores["digit_nn_median_test"]), 500),
-                 ("near copies (closer than 99% of test digits)", _v(scores["digit_near_copies"]), "0.010", 500)]
+                 ("nearest-train distance / test digits' (same class), median", _v(scores["digit_nn_ratio"]),
+                  "1.000", 500),
+                 ("near copies (nearer than 95% of test digits of the class)", _v(scores["digit_near_copies"]),
+                  "0.050", 500)]
     lines = [f"Quality of {name} (n={n}); 'real' is real images at the same n (the floor; lower is better "
              "except evenness, where 1 is best).", "",
              "| score | samples | real | real n |", "|---|---:|---:|---:|"]
