@@ -35,6 +35,7 @@ from diffusion.training.build import build_eps_model, build_from_config, build_l
 from diffusion.training.checkpoint import checkpoint_path, list_checkpoints, prune_checkpoints, save_checkpoint
 from diffusion.training.data import make_train_loader
 from diffusion.training.ema import EMA, ema_decay_at
+from diffusion.training.fid_log import log_fid
 from diffusion.training.errors import TrainingError
 from diffusion.training.logging import RunLogger
 
@@ -272,6 +273,7 @@ class Trainer:
                     t1 = time.perf_counter()
                     self.log_bits_per_dim()
                     self._bpd_cost = time.perf_counter() - t1
+                log_fid(self, step, final)
                 busy += time.perf_counter() - t0
                 if stopped_by == "time":
                     break
