@@ -150,6 +150,7 @@ class FID:
                  kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):
         self.net, self.batch_size, self.device, self.cache = net, batch_size, device, cache
         self.kid_subsets, self.kid_subset_size, self.seed = kid_subsets, kid_subset_size, seed
+        self.ref_fingerprint = fingerprint(reference)
         ref = self._stats(reference)
         self.ref_mu, self.ref_cov, self.ref_features = ref["mu"], ref["cov"], ref["features"]
         self._heldout, self._heldout_features = heldout, None
@@ -185,14 +186,15 @@ class FID:
         return self._scores(self.features(images), len(images))
 
     def floor(self, n: int) -> dict[str, float] | None:
-        """The same scores for min(n, held-out size) real held-out images (a seeded draw); None without them."""
+        """The same scores for min(n, held-out size) real held-out images (a seeded draw); None without them, or
+        when the held-out images are the reference images themselves."""
         if self._heldout is None:
             return None
         if n not in self._floors:
             if self._heldout_features is None:
                 images = self._heldout() if callable(self._heldout) else self._heldout
-                if images is None or len(images) < 2:
-                    self._heldout = None
+                if images is None or len(images) < 2 or fingerprint(images) == self.ref_fingerprint:
+                    self._heldout = None  # none, or the reference itself (a folder without a test/ subfolder)
                     return None
                 self._heldout_features = self._stats(images)["features"].double()
             f = self._heldout_features

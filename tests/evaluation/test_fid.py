@@ -101,6 +101,7 @@ def test_fid_kid_and_floor_from_the_same_features(tmp_path):
     assert abs(floor["kid_floor"]) < 3 * floor["kid_floor_std"] + 1e-9  # KID is unbiased: 0 within its spread
     assert fid.floor(100)["fid_floor_n"] == 40  # as many held-out images as there are
     assert FID(_MeanColour(), reference).floor(32) is None
+    assert FID(_MeanColour(), reference, heldout=reference).floor(32) is None  # no held-out images: no floor
 
 
 def test_foreign_weights_are_a_one_line_error(tmp_path):
