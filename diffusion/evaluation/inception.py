@@ -19,6 +19,7 @@ Score) shows NaN instead of a wrong number.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import io
@@ -129,35 +130,30 @@ def convert(torchscript: str | os.PathLike | None = None) -> dict[str, Tensor]:
     return {k: out[k].contiguous() for k in target}
 
 
-class _Extractor:
-    """torch-fidelity's ``FeatureExtractorInceptionV3`` whose weights come from a state dict already in memory.
+@functools.cache
+def _extractor_class():
+    """torch-fidelity's ``FeatureExtractorInceptionV3``, taking its weights from a state dict already in memory.
 
-    Its constructor insists on ``torch.load(path, weights_only=False)``; it is handed an empty dict (no file is read
-    that way) and the real weights are loaded afterwards, from a state dict that was read with ``weights_only=True``.
+    Its constructor insists on ``torch.load(path, weights_only=False)``: it is handed an in-memory empty dict (no
+    file is read that way), and the real weights are loaded afterwards from a state dict that was read with
+    ``weights_only=True``.
     """
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    _cls = None
+    class InceptionV3(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            if not state_dict:  # the constructor's call, with the empty dict
+                return None
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    @classmethod
-    def cls(cls):
-        if cls._cls is None:
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-            class InceptionV3(FeatureExtractorInceptionV3):
-                def load_state_dict(self, state_dict, strict=True, assign=False):
-                    if not state_dict:  # the constructor's call, with the empty dict
-                        return None
-                    return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-            cls._cls = InceptionV3
-        return cls._cls
+    return InceptionV3
 
 
 def _empty_extractor() -> torch.nn.Module:
     buffer = io.BytesIO()
     torch.save({}, buffer)
     buffer.seek(0)
-    return _Extractor.cls()("inception-v3-compat", [FEATURE], feature_extractor_weights_path=buffer)
+    return _extractor_class()("inception-v3-compat", [FEATURE], feature_extractor_weights_path=buffer)
 
 
 def build_extractor(state_dict: dict[str, Tensor]) -> torch.nn.Module:

@@ -89,3 +89,14 @@ def test_images_must_be_uint8_digits():
         to_float_images(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     nhwc = torch.arange(2 * 28 * 28, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(2, 28, 28, 1)
     torch.testing.assert_close(to_float_images(nhwc), to_float_images(nhwc.permute(0, 3, 1, 2)))
+
+
+def test_known_figures_of_the_shipped_classifier(digits: DigitFeatures):
+    # the same on every machine, since the classifier ships (measured on the machine that made it; float32 kernels
+    # elsewhere move the last digits only, hence rel 1e-4). The two real splits are 2.29 apart; blurring the test
+    # digits (5x5 box) takes them ~90x further than that
+    test = MNIST5k(split="test", as_uint8=True).images
+    blurred = torch.nn.functional.avg_pool2d(test.float(), 5, 1, 2).round().to(torch.uint8)
+    assert digits.frechet_distance(test, "train") == pytest.approx(2.28515, rel=1e-4)
+    assert digits.frechet_distance(blurred, "test") == pytest.approx(200.4625, rel=1e-4)
+    assert digits.frechet_distance(blurred, "train") == pytest.approx(203.7704, rel=1e-4)
