@@ -8,8 +8,8 @@
     python evaluate.py task=fid samples=my_pngs/ data=folder data.root=real_pngs/ data.image_size=64
 
 Results go to <run>/eval/ (likelihood.md|json, sweep/sweep.md|json|png, fid.json) and the tables are printed.
-Quality: FID through torch-fidelity's Inception when its weights can be had (else "n/a" with a one-line reason),
-and for MNIST the Frechet distance in a small digit classifier's features (offline). A bad request is one line on
+Quality: FID and KID through torch-fidelity's Inception when its weights can be had (else "n/a" with a one-line
+reason), and for MNIST the digit FD/KID report of the shipped digit classifier; each beside its floor at the same n. A bad request is one line on
 stderr and exit code 2. Configuration: configs/evaluate.yaml.
 """
 from __future__ import annotations
