@@ -117,6 +117,9 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
             pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == name and r.get(metric) is not None)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        floor = rows[0].get(f"{metric}_floor") if rows else None
+        if floor is not None:  # real images at the same n: how low the score can go
+            ax.axhline(floor, color="gray", linestyle="--", label="real images, same n")
         nfes = sorted({r["nfe"] for r in rows if r["nfe"] == r["nfe"]})
         ax.set_xscale("log")
         ax.set_xticks(nfes, [f"{v:g}" for v in nfes])
