@@ -64,6 +64,7 @@ def inception_weights(weights: str | os.PathLike | None = None, url: str | None 
         return path
     if url is None and torchscript_path() is not None:
         return converted_weights(cache, log=log)
+    offline = f"unset fid.inception_url and {INSTALL}" if url else INSTALL
     url = url or INCEPTION_URL
     path = _hub_path(url)
     if not path.is_file():
@@ -72,7 +73,7 @@ def inception_weights(weights: str | os.PathLike | None = None, url: str | None 
         except Exception as e:  # noqa: BLE001 - every download failure means the same thing to the user
             reason = str(getattr(e, "reason", e)).splitlines()[0][:100]
             raise InceptionUnavailable(f"FID unavailable: cannot download the Inception weights ({reason}); "
-                                       f"{INSTALL}, or put {os.path.basename(url)} in {path.parent}, "
+                                       f"{offline}, or put {os.path.basename(url)} in {path.parent}, "
                                        f"or set fid.inception_weights=<file>") from None
     return path
 
