@@ -56,6 +56,7 @@ class Quality:
 
     def describe(self) -> dict[str, Any]:
         return {"fid": self.fid is not None, "digit_fd": self.digits is not None,
+                "inception_weights_sha256": None if self.fid is None else getattr(self.fid.net, "weights_id", None),
                 "digit_classifier_test_accuracy": None if self.digits is None else self.digits.digits.test_accuracy,
                 "notes": self.notes}
 
