@@ -8,8 +8,8 @@
     python evaluate.py task=fid samples=my_pngs/ data=folder data.root=real_pngs/ data.image_size=64
 
 Results go to <run>/eval/ (likelihood.md|json, sweep/sweep.md|json|png, fid.json) and the tables are printed.
-Quality: FID through torch-fidelity's Inception when its weights can be had (else "n/a" with a one-line reason),
-and for MNIST the Frechet distance in a small digit classifier's features (offline). A bad request is one line on
+Quality: FID and KID through torch-fidelity's Inception when its weights can be had (else "n/a" with a one-line
+reason), and for MNIST the digit FD/KID report of the shipped digit classifier; each beside its floor at the same n. A bad request is one line on
 stderr and exit code 2. Configuration: configs/evaluate.yaml.
 """
 from __future__ import annotations
@@ -61,15 +61,21 @@ def _quality(cfg: DictConfig, shape, data_cfg: DictConfig | None, device):
     from diffusion.evaluation.quality import build_quality, dataset_images
     from diffusion.runs import build_data
 
-    reference = None
+    reference = heldout = None
     if data_cfg is not None:
         def reference():
             return dataset_images(build_data(data_cfg, "train"))
+
+        def heldout():  # real images FID's floor is measured on: the test split, where the data set has one
+            try:
+                return dataset_images(build_data(data_cfg, "test"))
+            except Exception:  # noqa: BLE001 - no test split (a folder of images): no floor
+                return None
     return build_quality(tuple(shape), reference, data_target=None if data_cfg is None else data_cfg.get("_target_"),
                          fid=_switch("fid.inception", cfg.fid.inception),
                          digit_fd=_switch("fid.digit_fd", cfg.fid.digit_fd),
                          inception_weights=cfg.fid.inception_weights, inception_url=cfg.fid.inception_url,
-                         device=device, log=lambda m: print(m, file=sys.stderr))
+                         device=device, log=lambda m: print(m, file=sys.stderr), heldout=heldout)
 
 
 def likelihood(cfg: DictConfig) -> dict:
@@ -131,8 +137,8 @@ def sweep(cfg: DictConfig) -> dict:
                      log=lambda m: print(m, file=sys.stderr))
     notes = list(quality.notes)
     if quality.digits is not None:
-        notes.append(f"digit FD: Frechet distance of the digit classifier's 128-d features (test accuracy "
-                     f"{quality.digits.test_accuracy:.2%}) to the MNIST5k train digits; comparable only at equal n")
+        notes.append(f"digit FD/KID: in the shipped digit classifier's 128-d features (test accuracy "
+                     f"{quality.digits.digits.test_accuracy:.2%}) against the MNIST5k test split; FD only at equal n")
     files = save_sweep(rows, out, notes, extra={"checkpoint": str(trained.path), "quality": quality.describe(),
                                                 "samplers": {spec.name: spec.options for spec in specs}},
                        title=f"{trained.process!r}, n={cfg.n}")
@@ -143,7 +149,7 @@ def sweep(cfg: DictConfig) -> dict:
 def fid(cfg: DictConfig) -> dict:
     from diffusion.device import pick_device
     from diffusion.errors import EvaluationError
-    from diffusion.evaluation.quality import DIGIT_SHAPE
+    from diffusion.evaluation.quality import DIGIT_SHAPE, quality_table
     from diffusion.runs import config_from_checkpoint
     from diffusion.runs.store import json_safe, load_images
     from diffusion.training.checkpoint import load_checkpoint
@@ -171,9 +177,7 @@ def fid(cfg: DictConfig) -> dict:
     result = {"samples": str(samples), "n": len(images), "reference": data_cfg.get("_target_"), **scores,
               "quality": quality.describe()}
     (out / "fid.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"| samples | n | FID | digit FD |\n|---|---:|---:|---:|\n| {samples} | {len(images)} | "
-          f"{fmt(scores['fid'])} | {fmt(scores['digit_fd'])} |\n\nwrote {out / 'fid.json'}")
+    print(f"{quality_table(scores, len(images), str(samples))}\nwrote {out / 'fid.json'}")
     return result
 
 

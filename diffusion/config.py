@@ -81,6 +81,9 @@ class TrainerConfig:
     # evaluations: sampling DDPM's terms is unbiased but so heavy-tailed, because of the t=0 decoder term,
     # that even 2,000 draws miss by 2x) and 256 stratified times (x4 evaluations) for the SDEs
     bpd_t_samples: Optional[int] = None
+    fid_every: int = 0  # FID/KID (and digit FD/KID) of fid_count EMA samples to TensorBoard every N steps (0: off)
+    fid_count: int = 1000
+    fid_inception: bool = True  # false: only the digit scores (MNIST), which need no Inception network
     progress: bool = True  # tqdm bar on the main process
 
 

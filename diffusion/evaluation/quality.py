@@ -1,9 +1,11 @@
 """Which sample-quality scores apply to a data set, built once and applied to any batch of uint8 samples.
 
-- ``fid``: FID against the data set's train split (torch-fidelity's Inception), when the weights can be had;
-  otherwise None, with the one-line reason in ``notes``.
-- ``digit_fd``: for 1x28x28 digits (MNIST, MNIST5k), the Frechet distance in the features of the small digit
-  classifier (``digit_features``), against the MNIST5k train digits: offline, seconds to set up.
+- ``fid``, ``kid`` +- ``kid_std``: FID and KID against the data set's train split (torch-fidelity's Inception,
+  ``fid.py``), when the weights can be had; otherwise None, with the one-line reason in ``notes``. With held-out real
+  images (the test split) also ``fid_floor``/``kid_floor``: the same scores of real images at the same n.
+- ``digit_*``: for 1x28x28 digits (MNIST, MNIST5k), the digit report (``digit_metric``): Frechet distance and KID
+  in the shipped digit classifier's features against the MNIST5k test and train splits, their real-vs-real floors
+  at the same n, class evenness and a memorization check. Offline, the same number on every machine.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch
 from torch import Tensor
 
 from diffusion.errors import EvaluationError
-from diffusion.evaluation.digit_features import DigitFeatures, cache_dir, load_digit_features
+from diffusion.evaluation.digit_features import cache_dir
 
 DIGIT_SHAPE = (1, 28, 28)
 
@@ -33,31 +35,43 @@ def is_digits(shape: tuple[int, ...], data_target: str | None = None) -> bool:
     return tuple(shape) == DIGIT_SHAPE and (data_target is None or "mnist" in data_target.lower())
 
 
+SCORES = ("fid", "kid", "kid_std", "digit_fd", "digit_kid", "digit_kid_std")  # None when unavailable
+
+
 @dataclass
 class Quality:
-    """Callable: uint8 images (N, C, H, W) -> {"fid": float | None, "digit_fd": float | None}."""
+    """Callable: uint8 images (N, C, H, W) -> {"fid", "kid", "kid_std", "digit_fd", ...: float | None, ...}."""
 
-    fid: Callable[[Tensor], float] | None = None
-    digits: DigitFeatures | None = None
+    fid: Any = None  # fid.FID
+    digits: Any = None  # digit_metric.DigitMetric
     notes: list[str] = field(default_factory=list)
 
-    def __call__(self, images: Tensor) -> dict[str, float | None]:
-        return {"fid": self.fid(images) if self.fid is not None else None,
-                "digit_fd": self.digits.frechet_distance(images) if self.digits is not None else None}
+    def __call__(self, images: Tensor) -> dict[str, Any]:
+        scores: dict[str, Any] = dict.fromkeys(SCORES)
+        if self.fid is not None:
+            scores.update(self.fid.scores(images))
+            scores.update(self.fid.floor(len(images)) or {})
+        if self.digits is not None:
+            scores.update(self.digits(images))
+        return scores
 
     def describe(self) -> dict[str, Any]:
         return {"fid": self.fid is not None, "digit_fd": self.digits is not None,
-                "digit_classifier_test_accuracy": None if self.digits is None else self.digits.test_accuracy,
+                "inception_weights_sha256": None if self.fid is None else getattr(self.fid.net, "weights_id", None),
+                "digit_classifier_test_accuracy": None if self.digits is None else self.digits.digits.test_accuracy,
                 "notes": self.notes}
 
 
 def build_quality(shape: tuple[int, ...], reference: Callable[[], Tensor] | None, *, data_target: str | None = None,
                   fid: bool | str = "auto", digit_fd: bool | str = "auto", inception_weights: str | None = None,
                   inception_url: str | None = None, device: torch.device | str = "cpu",
-                  cache: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> Quality:
+                  cache: str | os.PathLike | None = None, log: Callable[[str], None] = print,
+                  heldout: Callable[[], Tensor] | None = None) -> Quality:
     """The scores for samples of per-image ``shape``. ``reference()`` returns the real uint8 images FID compares
-    against (called only if FID is on). ``fid``/``digit_fd``: True, False or "auto" (on where possible)."""
-    from diffusion.evaluation.fid import FID, INCEPTION_URL, InceptionUnavailable, load_inception
+    against, ``heldout()`` real images for its floor (each called only if FID is on). ``fid``/``digit_fd``: True,
+    False or "auto" (on where possible)."""
+    from diffusion.evaluation.digit_metric import DigitMetric
+    from diffusion.evaluation.fid import FID, InceptionUnavailable, load_inception
 
     quality = Quality()
     cache_path = cache_dir() if cache is None else cache
@@ -65,17 +79,55 @@ def build_quality(shape: tuple[int, ...], reference: Callable[[], Tensor] | None
     if want_digits:
         if tuple(shape) != DIGIT_SHAPE:
             raise EvaluationError(f"digit_fd needs 1x28x28 digits, these samples are {'x'.join(map(str, shape))}: set digit_fd=false")
-        quality.digits = load_digit_features(cache_path, log=log)
-        log(f"digit classifier: test accuracy {quality.digits.test_accuracy:.2%} on the MNIST5k test split")
+        quality.digits = DigitMetric()
+        log(f"digit classifier: test accuracy {quality.digits.digits.test_accuracy:.2%} on the MNIST5k test split")
     if fid in (True, "auto", "true"):
         try:
             if reference is None:
                 raise InceptionUnavailable("FID unavailable: no reference data set (the data config is unknown)")
-            net = load_inception(inception_weights, inception_url or INCEPTION_URL, device)
-            quality.fid = FID(net, reference(), cache=cache_path, device=device)
+            net = load_inception(inception_weights, inception_url, device, cache=cache_path, log=log)
+            quality.fid = FID(net, reference(), cache=cache_path, device=device, heldout=heldout)
         except InceptionUnavailable as e:
             if fid is True or fid == "true":
                 raise
             quality.notes.append(str(e))
             log(f"{e} (the FID column says n/a)")
     return quality
+
+
+def _v(value: Any, digits: int = 3, scale: float = 1.0) -> str:
+    return "n/a" if value is None else f"{value * scale:.{digits}f}"
+
+
+def _pm(mean: Any, std: Any, scale: float = 1e3) -> str:
+    return "n/a" if mean is None else f"{mean * scale:.3f} ± {std * scale:.3f}"
+
+
+def quality_table(scores: dict[str, Any], n: int, name: str = "samples") -> str:
+    """A Markdown table of a ``Quality`` result: each score of the n samples beside real images' at the same n."""
+    rows = [("FID (Inception, vs train split)", _v(scores.get("fid")), _v(scores.get("fid_floor")),
+             scores.get("fid_floor_n")),
+            ("KID x1e3 (Inception, vs train split)", _pm(scores.get("kid"), scores.get("kid_std")),
+             _pm(scores.get("kid_floor"), scores.get("kid_floor_std")), scores.get("fid_floor_n"))]
+    if scores.get("digit_fd") is not None:
+        rows += [("digit FD (vs test split)", _v(scores["digit_fd"]), _v(scores["digit_fd_floor"]),
+                  scores["digit_fd_floor_n"]),
+                 ("digit FD (vs train split)", _v(scores["digit_fd_train"]), _v(scores["digit_fd_train_floor"]),
+                  scores["digit_fd_train_floor_n"]),
+                 ("digit KID (vs test split)", _pm(scores["digit_kid"], scores["digit_kid_std"], 1.0),
+                  _pm(scores["digit_kid_floor"], scores["digit_kid_floor_std"], 1.0), scores["digit_fd_floor_n"]),
+                 ("class evenness H/log10", _v(scores["digit_evenness"]), _v(scores["digit_evenness_test"]), 500),
+                 ("nearest-train-digit distance, median", _v(scores["digit_nn_median"]),
+                  _v(scores["digit_nn_median_test"]), 500),
+                 ("nearest-train distance / test digits' (same class), median", _v(scores["digit_nn_ratio"]),
+                  "1.000", 500),
+                 ("near copies (nearer than 95% of test digits of the class)", _v(scores["digit_near_copies"]),
+                  "0.050", 500)]
+    lines = [f"Quality of {name} (n={n}); 'real' is real images at the same n (the floor; lower is better "
+             "except evenness, where 1 is best).", "",
+             "| score | samples | real | real n |", "|---|---:|---:|---:|"]
+    lines += [f"| {label} | {value} | {floor} | {'n/a' if floor_n is None else floor_n} |"
+              for label, value, floor, floor_n in rows]
+    if scores.get("digit_class_counts") is not None:
+        lines += ["", f"predicted classes 0-9: {scores['digit_class_counts']}"]
+    return "\n".join(lines) + "\n"

@@ -19,7 +19,8 @@ from diffusion.runs.store import json_safe, save_grid
 from diffusion.processes.base import Process
 from diffusion.samplers.spec import SamplerSpec
 
-METRICS = {"fid": "FID (Inception)", "digit_fd": "digit FD"}
+METRICS = {"fid": "FID (Inception)", "kid": "KID (Inception)", "digit_fd": "digit FD (to the test split)",
+           "digit_kid": "digit KID (to the test split)"}
 
 
 def run_sweep(process: Process, model: Callable, shape: Sequence[int],
@@ -27,7 +28,8 @@ def run_sweep(process: Process, model: Callable, shape: Sequence[int],
               quality: Callable[[torch.Tensor], dict[str, float | None]] | None = None,
               num_classes: int | None = None, grid_dir: str | Path | None = None, progress: bool = False,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """One row per (sampler, steps): {"sampler", "steps", "nfe", "seconds", "images_per_second", "fid", "digit_fd"}.
+    """One row per (sampler, steps): {"sampler", "steps", "nfe", "seconds", "images_per_second", "n", "fid", "kid",
+    "digit_fd", "digit_kid", ...and every other score ``quality`` gives (floors, KID std, ...)}.
 
     samplers: ``SamplerSpec``s, or name -> options (e.g. {"ddim": {"eta": 0.0}, "pc": {"snr": 0.16}}); ``steps``
     overrides theirs. Every one is checked against the process before anything runs.
@@ -48,11 +50,11 @@ def run_sweep(process: Process, model: Callable, shape: Sequence[int],
             scores = quality(images) if quality is not None else {}
             row = {"sampler": name, "steps": int(s), "nfe": stats.nfe, "seconds": stats.seconds,
                    "images_per_second": stats.images_per_second, "n": n,
-                   **{k: scores.get(k) for k in METRICS}}
+                   **{k: scores.get(k) for k in METRICS}, **{k: v for k, v in scores.items() if k not in METRICS}}
             rows.append(row)
             if grid_dir is not None:
                 save_grid(images[:16], Path(grid_dir) / f"{name}_{int(s)}.png")
-            log(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+            log(" ".join(f"{k}={_fmt(v)}" for k, v in row.items() if not isinstance(v, (list, dict))))
     return rows
 
 
@@ -64,13 +66,29 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _pm(row: dict[str, Any], key: str, scale: float = 1.0, digits: int = 2) -> str:
+    """"mean ± std" of a KID (shown x ``scale``), or n/a."""
+    v, sd = row.get(key), row.get(f"{key}_std")
+    if v is None:
+        return "n/a"
+    return f"{v * scale:.{digits}f} ± {sd * scale:.{digits}f}" if sd is not None else _fmt(v * scale, digits)
+
+
 def markdown_table(rows: list[dict[str, Any]], notes: Sequence[str] = ()) -> str:
-    head = ["| sampler | steps | NFE | seconds | images/s | FID | digit FD |", "|---|---:|---:|---:|---:|---:|---:|"]
+    head = ["| sampler | steps | NFE | seconds | images/s | FID | KID x1e3 | digit FD | digit KID |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     body = [f"| {r['sampler']} | {r['steps']} | {_fmt(r['nfe'], 0)} | {_fmt(r['seconds'], 2)} | "
-            f"{_fmt(r['images_per_second'], 2)} | {_fmt(r['fid'], 2)} | {_fmt(r['digit_fd'], 2)} |" for r in rows]
+            f"{_fmt(r['images_per_second'], 2)} | {_fmt(r['fid'], 2)} | {_pm(r, 'kid', 1e3)} | {_fmt(r['digit_fd'], 2)} | "
+            f"{_pm(r, 'digit_kid')} |" for r in rows]
     n = rows[0]["n"] if rows else 0
-    text = f"Sampler sweep: {n} samples per row; FID against the train split, digit FD in the digit classifier's features.\n\n"
+    text = (f"Sampler sweep: {n} samples per row; FID and KID against the train split, digit FD and KID against the "
+            "MNIST5k test split in the digit classifier's features.\n\n")
     text += "\n".join(head + body) + "\n"
+    floors = [f"{name} floor at n={r[f'{key}_n']}: {_fmt(r[key], 2)}" for r in rows[:1]
+              for key, name in (("fid_floor", "FID"), ("digit_fd_floor", "digit FD")) if r.get(key) is not None]
+    if rows and rows[0].get("digit_kid_floor") is not None:
+        floors.append(f"digit KID floor: {_pm({'k': rows[0]['digit_kid_floor'], 'k_std': rows[0]['digit_kid_floor_std']}, 'k')}")
+    notes = [*(["real-vs-real " + "; ".join(floors) + " (real images at the same n)"] if floors else []), *notes]
     if notes:
         text += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     return text
@@ -91,6 +109,9 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
             pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == name and r.get(metric) is not None)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        floor = rows[0].get(f"{metric}_floor") if rows else None
+        if floor is not None:  # real images at the same n: how low the score can go
+            ax.axhline(floor, color="gray", linestyle="--", label="real images, same n")
         nfes = sorted({r["nfe"] for r in rows if r["nfe"] == r["nfe"]})
         ax.set_xscale("log")
         ax.set_xticks(nfes, [f"{v:g}" for v in nfes])

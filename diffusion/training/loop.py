@@ -45,6 +45,7 @@ from diffusion.training.build import build_eps_model, build_from_config, build_l
 from diffusion.training.checkpoint import checkpoint_path, list_checkpoints, prune_checkpoints, save_checkpoint
 from diffusion.training.data import make_train_loader
 from diffusion.training.ema import EMA, ema_decay_at
+from diffusion.training.fid_log import log_fid
 from diffusion.training.errors import TrainingError
 from diffusion.training.logging import RunLogger
 from diffusion.training.optim import warmup_lr
@@ -165,7 +166,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self._last_saved: int | None = None
         self.periodic = self._periodic_actions()
-        self._checkpoints, self._grids, self._bits_per_dim = self.periodic
+        self._checkpoints, self._grids, self._bits_per_dim, _ = self.periodic
 
     # ---- set-up -----------------------------------------------------------------------------------------
     def _split_batch(self) -> tuple[int, int]:
@@ -252,7 +253,8 @@ class Trainer:
         tc = self.tcfg
         return [Periodic("checkpoint", int(tc.ckpt_every), self.save, at_end=True),
                 Periodic("sample grid", int(tc.sample_every), self.sample_grid, at_end=tc.sample_every > 0),
-                Periodic("bits/dim", int(tc.bpd_every), self.log_bits_per_dim, at_end=tc.bpd_every > 0)]
+                Periodic("bits/dim", int(tc.bpd_every), self.log_bits_per_dim, at_end=tc.bpd_every > 0),
+                Periodic("FID", int(tc.fid_every), lambda: log_fid(self, self.step, final=True), at_end=tc.fid_every > 0)]
 
     # ---- one optimizer step ---------------------------------------------------------------------------
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a per-session cache for the digit classifier, tiny trained runs, and a way
+"""Shared fixtures: a per-session cache, the shipped digit classifier, tiny trained runs, and a way
 to call sample.py / evaluate.py in-process (as the command line would) or as real subprocesses."""
 from __future__ import annotations
 
@@ -16,17 +16,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def digit_cache(tmp_path_factory):
-    """$DIFFUSION_CACHE of this session: the digit classifier is trained at most once for all tests."""
+    """$DIFFUSION_CACHE of this session (computed reference statistics, converted weights)."""
     path = tmp_path_factory.getbasetemp() / "diffusion_cache"
     path.mkdir(exist_ok=True)
     return path
 
 
 @pytest.fixture(scope="session")
-def digits(digit_cache):
+def digits():
+    """The shipped digit classifier and reference statistics."""
     from diffusion.evaluation.digit_features import load_digit_features
 
-    return load_digit_features(digit_cache)
+    return load_digit_features()
 
 
 @pytest.fixture(scope="session")

@@ -53,8 +53,9 @@ def test_sweep_table_and_plot(cli, ddpm_run, tmp_path):
     assert table in stdout
     rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["rows"]
     assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows] == [("ddim", 1, 1), ("ddim", 2, 2), ("dpmpp_2m", 1, 1), ("dpmpp_2m", 2, 2)]
-    assert all(r["fid"] is None and r["digit_fd"] > 0 and r["seconds"] > 0 for r in rows)
-    assert "| ddim | 2 | 2 |" in table and "| n/a |" in table
+    assert all(r["fid"] is None and r["kid"] is None and r["digit_fd"] > 0 and r["seconds"] > 0 for r in rows)
+    assert all(r["digit_kid_std"] >= 0 and r["digit_fd_floor_n"] == 8 and r["digit_fd_floor"] > 0 for r in rows)
+    assert "| ddim | 2 | 2 |" in table and "| n/a |" in table and "digit FD floor at n=8" in table
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 1000 and (tmp_path / "sweep" / "ddim_2.png").is_file()
     # FID's absence is explained in one line; the digit classifier's accuracy is reported
     assert sum("FID unavailable" in line for line in stderr.splitlines()) == 1
@@ -69,7 +70,8 @@ def test_fid_of_an_npz_and_of_a_folder(cli, ddpm_run, tmp_path):
     assert code == 0, stderr
     result = json.loads((tmp_path / "e" / "fid.json").read_text())
     assert result["n"] == 6 and result["fid"] is None and result["digit_fd"] > 0
-    assert "| n/a |" in stdout
+    assert result["digit_fd_floor_n"] == 6 and result["digit_kid"] is not None and len(result["digit_class_counts"]) == 10
+    assert "| n/a |" in stdout and "| digit KID (vs test split) |" in stdout and "(n=6)" in stdout
     # the same images as PNG files, with no checkpoint: 28x28 digits default to the MNIST5k reference
     folder = tmp_path / "pngs"
     folder.mkdir()
