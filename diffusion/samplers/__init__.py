@@ -10,6 +10,7 @@ over the eps model, and ``sample``, the one entry point scripts call.
     pc               sde.py         all                steps (1 + corrector)     yes
     ode              ode.py         all                adaptive (+1)             no
     dpmpp_2m         dpm_solver.py  all                steps                     no
+    heun             heun.py        all                2 steps - 1               S_churn > 0
 
 Every sampler walks ``process.timesteps(steps, spacing)`` from t_max to t_min and ends with one step to the
 clean data (x0_pred at t_min), so a one-evaluation-per-step sampler costs exactly ``steps`` model calls. The
@@ -30,6 +31,7 @@ from diffusion.parameterization import clip_denoised as clip_denoised_model
 from diffusion.processes.base import Process
 from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step
 from diffusion.samplers.dpm_solver import dpmpp_2m
+from diffusion.samplers.heun import heun
 from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift
 from diffusion.samplers.sde import euler_maruyama, pc
 
@@ -40,9 +42,10 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "pc": pc,
     "ode": ode,
     "dpmpp_2m": dpmpp_2m,
+    "heun": heun,
 }
 
-_ALL_PROCESSES = ("ddpm", "vpsde", "subvpsde", "vesde")
+_ALL_PROCESSES = ("ddpm", "vpsde", "subvpsde", "vesde", "edm", "rectified_flow")
 #: which sampler runs on which process kind (``Process.name``), for the README table
 SAMPLER_PROCESSES: dict[str, tuple[str, ...]] = {name: _ALL_PROCESSES for name in SAMPLERS}
 SAMPLER_PROCESSES["ddpm"] = ("ddpm",)
@@ -163,4 +166,4 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
 
 __all__ = ["sample", "SAMPLERS", "SAMPLER_PROCESSES", "CountingModel", "guided", "sampler_options",
            "ddpm", "ddim", "ddpm_step", "ddim_step", "euler_maruyama", "pc", "ode", "encode", "decode",
-           "probability_flow_drift", "dpmpp_2m"]
+           "probability_flow_drift", "dpmpp_2m", "heun"]
