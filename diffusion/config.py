@@ -79,7 +79,8 @@ class TrainConfig:
     data: Any = MISSING
     loss: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    # what the network predicts (eps | x0 | v | score); samplers always see eps through EpsModel
+    # what the network predicts (eps | x0 | v | score | velocity | edm); samplers always see eps through
+    # EpsModel (EDMPrecond for edm: EDM's preconditioning)
     prediction: str = "eps"
     # continue the run in hydra.run.dir from its latest checkpoint
     resume: bool = False
@@ -116,10 +117,45 @@ class VESDEConfig:
     t_eps: float = 1e-5
 
 
+@dataclass
+class EDMConfig:
+    _target_: str = "diffusion.processes.EDM"
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    rho: float = 7.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+
+@dataclass
+class RectifiedFlowConfig:
+    _target_: str = "diffusion.processes.RectifiedFlow"
+    t_sampling: str = "uniform"  # uniform | logit_normal
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    t_min: float = 2e-3
+    t_eps: float = 1e-3
+    t_max: float = 0.999
+
+
 # ---- losses (configs/loss/*.yaml extend these; the process is passed when the loss is built) -----
 @dataclass
 class EpsMSEConfig:
     _target_: str = "diffusion.losses.EpsMSE"
+    _partial_: bool = True
+    min_snr_gamma: Optional[float] = None  # Min-SNR-gamma weighting (Hang et al. 2023 use 5); null: off
+
+
+@dataclass
+class EDMLossConfig:
+    _target_: str = "diffusion.losses.EDMLoss"
+    _partial_: bool = True
+
+
+@dataclass
+class FlowMatchingConfig:
+    _target_: str = "diffusion.losses.FlowMatching"
     _partial_: bool = True
 
 
@@ -152,10 +188,14 @@ SCHEMAS: dict[tuple[Optional[str], str], type] = {
     ("schema/process", "vpsde"): VPSDEConfig,
     ("schema/process", "subvpsde"): SubVPSDEConfig,
     ("schema/process", "vesde"): VESDEConfig,
+    ("schema/process", "edm"): EDMConfig,
+    ("schema/process", "rectified_flow"): RectifiedFlowConfig,
     ("schema/loss", "eps_mse"): EpsMSEConfig,
     ("schema/loss", "dsm"): DSMConfig,
     ("schema/loss", "hybrid"): HybridLossConfig,
     ("schema/loss", "vlb"): VLBLossConfig,
+    ("schema/loss", "edm"): EDMLossConfig,
+    ("schema/loss", "flow_matching"): FlowMatchingConfig,
 }
 
 _stamp: list[str] = []

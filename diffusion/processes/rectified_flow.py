@@ -39,7 +39,7 @@ class RectifiedFlow(Process):
     name = "rectified_flow"
 
     def __init__(self, t_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
-                 t_min: float = 2e-3, t_eps: float = 1e-3, t_max: float = 1 - 1e-3):
+                 t_min: float = 2e-3, t_eps: float = 1e-3, t_max: float = 0.999):
         if t_sampling not in T_SAMPLINGS:
             raise ValueError(f"unknown t_sampling {t_sampling!r}; choose one of {', '.join(T_SAMPLINGS)}")
         if not 0 < t_eps <= t_min < t_max < 1:
