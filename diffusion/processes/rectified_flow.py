@@ -1,7 +1,7 @@
 r"""Rectified flow / flow matching (Liu, Gong & Liu 2022; Lipman et al. 2023; Esser et al. 2024, "Scaling
 Rectified Flow Transformers", sec. 2-3): the straight line from data to noise,
 
-    x_t = (1 - t) x_0 + t eps,   alpha(t) = 1 - t,  sigma(t) = t,   prior N(0, I),
+    x_t = (1 - t) x_0 + t eps,   alpha(t) = 1 - t,  sigma(t) = t,   prior N(0, t_max^2 I) = N(0, sigma(t_max)^2 I),
 
 whose conditional velocity dx_t/dt = eps - x_0 is what flow matching regresses (``losses.FlowMatching``,
 ``prediction: velocity``). As a linear SDE (``base.py``):
@@ -14,11 +14,13 @@ and the probability-flow ODE is dx/dt = (eps(x, t) - x) / (1 - t) = eps - x0_pre
 t = 0, so the process lives on [t_eps, t_max] = [1e-3, 1 - 1e-3] by default (coefficients are evaluated at t
 clamped into [0, t_max], which keeps every one finite wherever a solver probes). Two mismatches follow:
 
-* at t_max the marginal q_T = law of delta x_0 + (1 - delta) eps, delta = 1 - t_max, is not the prior N(0, I).
-  Per data point KL(N(delta x_0, (1 - delta)^2 I) || N(0, I)) = d/2 ((1 - delta)^2 - 1 - 2 log(1 - delta))
-  + delta^2 |x_0|^2 / 2 = d delta^2 (1 + O(delta)) + delta^2 |x_0|^2 / 2, i.e. ~1e-6 nats/dim at delta = 1e-3
-  for data of unit scale: that is the most the prior term of ``ode_nll`` / ``variational_bound`` can be off
-  (``tests/processes/test_edm_rf.py`` measures it against the exact q_T);
+* at t_max the marginal q_T = law of delta x_0 + (1 - delta) eps, delta = 1 - t_max, is not the prior. The
+  prior's std is sigma(t_max) = 1 - delta, as VE's and EDM's is sigma_max (N(0, I) would add a per-point
+  error d delta - delta |x|^2 of order delta sqrt(d), 1e-3 nats/dim at delta = 1e-3), so only the shrunken data
+  differ: KL(q_T || prior) <= E_x0 KL(N(delta x_0, (1 - delta)^2 I) || N(0, (1 - delta)^2 I))
+  = delta^2 E|x_0|^2 / (2 (1 - delta)^2), ~5e-7 E|x_0|^2 nats at delta = 1e-3. That is the mean error of the
+  prior term of ``ode_nll`` / ``variational_bound``; per point it is delta x_T . E[x_0] / (1 - delta)^2
+  + O(delta^2) (so O(delta^2) for centred data). ``tests/processes/test_edm_rf.py`` and ``tests/likelihood/test_edm_rf.py`` measure both;
 * likelihoods are of p_{t_eps}, the data blurred by noise of std t_eps = 1e-3 (as VP's sigma(t_eps) ~ 1e-3),
   not of the data itself.
 
@@ -65,6 +67,9 @@ class RectifiedFlow(Process):
     def g2(self, t: Tensor) -> Tensor:
         t = self._clamp(t)
         return 2 * t / (1 - t)
+
+    def prior_std(self) -> float:
+        return self.t_max
 
     def noise_label(self, t: Tensor) -> Tensor:
         # the DDPM-like step scale (SD3 embeds 1000 t), so one network embedding serves every process
