@@ -53,7 +53,8 @@ def train(name: str, overrides: list[str], out: Path, minutes: float, smoke: boo
     if (run / "checkpoints").exists() and any((run / "checkpoints").glob("*.pt")):
         print(f"[{name}] reusing {run}", flush=True)
         return run
-    budget = ["trainer.max_steps=3", "trainer.batch_size=8", "trainer.warmup_steps=1", "trainer.ckpt_every=3"] if smoke \
+    budget = ["trainer.max_steps=3", "trainer.batch_size=8", "trainer.warmup_steps=1", "trainer.ckpt_every=3",
+              "trainer.precision=fp32", "trainer.sample_count=4"] if smoke \
         else [f"trainer.max_minutes={minutes}", "trainer.max_steps=1000000"]
     cmd = [sys.executable, str(ROOT / "train.py"), "model=unet_mnist", "data=mnist5k", *overrides, *budget,
            "trainer.sample_every=0", "trainer.bpd_every=0", "trainer.progress=false", f"hydra.run.dir={run}"]

@@ -15,9 +15,10 @@ t_min (``spacing``; ``default`` is the process's own, Karras's rho-spaced sigmas
 
 the Heun correction skipped on the last step (sigma_{N} = 0, where it would divide by zero): NFE = 2 steps - 1.
 S_churn = 0 (default) is deterministic. S_tmin, S_tmax are in sigma_hat = sigma / alpha (EDM's sigma). The churned
-level sigma_up is capped at sigma_hat(t_max), the largest noise level the process defines (it matters only for
-processes other than EDM, whose sigma is unbounded, and only at the first step); the time of sigma_up comes from
-``process.t_from_log_snr``.
+level sigma_up is capped at sigma_hat(t_max), the largest noise level every process here defines (rectified flow's
+coefficients stop at t_max, DDPM's at step N-1); the time of sigma_up comes from ``process.t_from_log_snr``. The
+cap departs from EDM's algorithm only at the first step and only when S_tmax >= sigma_max (EDM's own stochastic
+settings use S_tmax = 50 < 80), where EDM would churn above sigma_max.
 """
 from __future__ import annotations
 
