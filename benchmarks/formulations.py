@@ -12,7 +12,7 @@ loop per formulation, ``trainer.max_minutes``), the seed. Each formulation train
   with each sampler of ``--samplers`` (heun gets (NFE + 1) // 2 steps, 2 steps - 1 NFE); the table keeps the best
   sampler per NFE and names it; beside it the real-vs-real floor: the FD of as many held-out real digits;
 - bits/dim of ``--bpd-images`` held-out digits by the ODE (Hutchinson, 1 Rademacher probe, dopri5 at rtol = atol =
-  1e-4) and by the variational bound (64 time samples; DDPM's 1,000 terms for the discrete process).
+  ``--ode-tol``, 1e-4) and by the variational bound (64 time samples; DDPM's 1,000 terms for the discrete process).
 
 Prints a markdown table; ``--record`` appends it, with the machine, to benchmarks/formulations.md.
 """
@@ -84,8 +84,9 @@ def evaluate(name: str, run: Path, args, digits, test_images: torch.Tensor) -> d
             if best is None or fd < best[0]:
                 best = (fd, sampler, stats.nfe)
         row[f"fd@{nfe}"] = best
+    t_samples = args.bound_t_samples or (None if not process.continuous else 64)  # None: all N DDPM terms
     table = likelihood_table(process, model, test_images[:args.bpd_images], divergence="hutchinson", probes=1,
-                             rtol=1e-4, atol=1e-4, t_samples=None if not process.continuous else 64,
+                             rtol=args.ode_tol, atol=args.ode_tol, t_samples=t_samples,
                              batch_size=args.batch, seed=args.seed)
     row["bpd_ode"], row["bpd_bound"] = table["ODE NLL"].mean, table["variational bound"].mean
     row["bpd_ode_se"], row["bpd_bound_se"] = table["ODE NLL"].stderr, table["variational bound"].stderr  # over images
@@ -115,12 +116,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bpd-images", type=int, default=64)
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ode-tol", type=float, default=1e-4, help="dopri5 rtol = atol of the bits/dim ODE")
+    p.add_argument("--bound-t-samples", type=int, default=0, help="time samples of the bound (0: 64, all N for DDPM)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "formulations")
     p.add_argument("--smoke", action="store_true", help="3 training steps, few samples: checks the script only")
     p.add_argument("--record", action="store_true", help="append the table to benchmarks/formulations.md")
     args = p.parse_args(argv)
     if args.smoke:
         args.samples, args.bpd_images, args.batch, args.nfe = min(args.samples, 16), min(args.bpd_images, 2), 16, [2, 4]
+        args.ode_tol, args.bound_t_samples = 1e-2, 4
         args.out = args.out.with_name(args.out.name + "_smoke")
     torch.manual_seed(args.seed)
     digits = load_digit_features(log=print)
