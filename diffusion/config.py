@@ -95,7 +95,8 @@ class TrainConfig:
     data: Any = MISSING
     loss: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    # what the network predicts (eps | x0 | v | score); samplers always see eps through EpsModel
+    # what the network predicts (eps | x0 | v | score | velocity | edm); samplers always see eps through
+    # EpsModel (EDMPrecond for edm: EDM's preconditioning)
     prediction: str = "eps"
     # continue the run in hydra.run.dir from its latest checkpoint
     resume: bool = False
@@ -105,7 +106,8 @@ class TrainConfig:
 
 # ---- processes, losses and samplers: schemas generated from their signatures (diffusion/schemas.py) ----------
 #: configs/loss/<file>.yaml -> the loss class it extends (the process is passed when the loss is built)
-LOSSES = {"eps_mse": "EpsMSE", "dsm": "DSM", "hybrid": "HybridLoss", "vlb": "VLBLoss"}
+LOSSES = {"eps_mse": "EpsMSE", "dsm": "DSM", "hybrid": "HybridLoss", "vlb": "VLBLoss", "edm": "EDMLoss",
+          "flow_matching": "FlowMatching"}
 
 
 def generated_schemas() -> dict[tuple[str, str], type]:

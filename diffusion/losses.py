@@ -16,7 +16,8 @@ from torch import Tensor
 
 from diffusion.buildable import buildable
 from diffusion.likelihood.bound import ddpm_prior_kl, ddpm_terms
-from diffusion.parameterization import from_eps
+from diffusion.parameterization import from_eps, to_eps
+from diffusion.preconditioning import sigma_data
 from diffusion.processes.base import MARKOV_CHAIN, Process
 
 WEIGHTINGS = ("sigma2", "likelihood")
@@ -37,6 +38,35 @@ def _mean_flat(x: Tensor) -> Tensor:
     return x.flatten(1).mean(1)
 
 
+def _eps_gain(prediction: str, process: Process, t: Tensor) -> Tensor:
+    """d eps / d out per sample (float64, shape of t): every conversion to eps is eps = A x_t + B out with
+    scalar A, B given t, so B is to_eps of out = 1 at x_t = 0."""
+    t = t.double().reshape(-1)
+    zeros, ones = torch.zeros(len(t), 1, dtype=torch.float64), torch.ones(len(t), 1, dtype=torch.float64)
+    return to_eps(prediction, process, zeros.to(t.device), t, ones.to(t.device)).reshape(-1)
+
+
+def _weighted_regression(model, process: Process, x0: Tensor, t: Tensor, eps: Tensor, class_labels: Tensor | None,
+                         eps_weight: Tensor | None) -> Tensor:
+    """mean_dims |out - target|^2 in the network's own space, times ``eps_weight`` gain^2 (gain = d eps/d out):
+    the loss eps_weight |eps_pred - eps|^2 whatever the network predicts (all conversions are affine in out).
+    ``eps_weight=None``: the plain unweighted MSE in the network's own space."""
+    x_t = process.noise(x0, t, eps)
+    out, prediction = _raw(model, x_t, t.to(x0.dtype), class_labels)
+    target = from_eps(prediction, process, x_t, t, eps)
+    loss = _mean_flat((out.to(x0.dtype) - target) ** 2)
+    if eps_weight is None:
+        return loss
+    return (eps_weight * _eps_gain(prediction, process, t) ** 2).to(x0.dtype) * loss
+
+
+def min_snr_weight(process: Process, t: Tensor, gamma: float) -> Tensor:
+    """Min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", eq. 7) as
+    a weight on |eps_pred - eps|^2: min(SNR, gamma) / SNR, SNR = alpha^2 / sigma^2, float64."""
+    snr = process.log_snr(t.double()).exp()
+    return snr.clamp_max(gamma) / snr
+
+
 @buildable
 class EpsMSE:
     r"""DDPM's L_simple (Ho et al. 2020 eq. 14): E_{t, eps} mean_dims |target - net(x_t, t)|^2, t ~ process.sample_t.
@@ -44,6 +74,67 @@ class EpsMSE:
     The target is in the network's own prediction space, target = from_eps(prediction, eps): eps itself,
     x0, or v = alpha eps - sigma x0 (Salimans & Ho 2022). Each has the same minimiser, the posterior mean
     E[eps | x_t] mapped into that space (the maps are affine in eps given x_t); they weight t differently.
+
+    ``min_snr_gamma``: Min-SNR-gamma weighting (Hang et al. 2023): the loss becomes min(SNR, gamma) |x0_pred - x0|^2
+    = min(SNR, gamma)/SNR |eps_pred - eps|^2, which in the network's own space is their weight min(SNR, gamma)/SNR
+    for eps, min(SNR, gamma) for x0 and min(SNR, gamma)/(SNR + 1) for v on a variance-preserving process (the
+    paper uses gamma = 5). None (default): no weighting.
+    """
+
+    def __init__(self, process: Process, min_snr_gamma: float | None = None):
+        if min_snr_gamma is not None and min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be > 0 (Hang et al. use 5) or null, got {min_snr_gamma}")
+        self.process, self.min_snr_gamma = process, min_snr_gamma
+
+    def __call__(self, model, x0: Tensor, class_labels: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        t = self.process.sample_t(x0.shape[0], generator=generator, device=x0.device).double()  # float64 coefficients
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        weight = None if self.min_snr_gamma is None else min_snr_weight(self.process, t, self.min_snr_gamma)
+        return _weighted_regression(model, self.process, x0, t, eps, class_labels, weight)
+
+
+@buildable
+class EDMLoss:
+    r"""EDM's loss (Karras et al. 2022, eq. 2 and table 1): with sigma_hat = sigma/alpha (EDM's sigma),
+
+        lambda(sigma_hat) |D(x_hat; sigma_hat) - x0|^2,   lambda = (sigma_hat^2 + sigma_data^2) / (sigma_hat sigma_data)^2,
+
+    D the denoised estimate x0_pred, t ~ process.sample_t (log-normal sigma for ``processes.EDM``; the process's own
+    draw elsewhere). lambda = 1 / c_out^2, so with ``prediction: edm`` (``preconditioning.EDMPrecond``) it is the
+    unit-weight |F - (x0 - c_skip x_hat)/c_out|^2; any other prediction gets the same loss through its own space.
+    sigma_data is the process's (0.5 where it sets none; ``preconditioning.sigma_data``).
+    """
+
+    def __init__(self, process: Process):
+        self.process = process
+
+    def weight(self, t: Tensor) -> Tensor:
+        """lambda(sigma_hat), float64."""
+        t = t.double()
+        level2 = self.process.sigma2(t) / (2 * self.process.log_alpha(t)).exp()
+        sd2 = sigma_data(self.process) ** 2
+        return (level2 + sd2) / (level2 * sd2)
+
+    def __call__(self, model, x0: Tensor, class_labels: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        t = self.process.sample_t(x0.shape[0], generator=generator, device=x0.device).double()
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        level2 = self.process.sigma2(t) / (2 * self.process.log_alpha(t)).exp()
+        # |x0_pred - x0|^2 = sigma_hat^2 |eps_pred - eps|^2
+        return _weighted_regression(model, self.process, x0, t, eps, class_labels, self.weight(t) * level2)
+
+
+@buildable
+class FlowMatching:
+    r"""Conditional flow matching (Lipman et al. 2023 eq. 9; Liu et al. 2022): regress the velocity of the path,
+
+        |u_pred(x_t, t) - u|^2,   u = dx_t/dt = alpha' x0 + sigma' eps  (= eps - x0 for rectified flow),
+
+    t ~ process.sample_t (uniform or logit-normal for ``processes.RectifiedFlow``). u = f x_t + g^2/(2 sigma) eps
+    is the probability-flow ODE's velocity at the optimum, so the loss is (g^2 / (2 sigma))^2 |eps_pred - eps|^2
+    (1/(1 - t)^2 times the eps loss on rectified flow). Exact in the network's own space for ``prediction:
+    velocity``; other predictions are converted.
     """
 
     def __init__(self, process: Process):
@@ -51,12 +142,11 @@ class EpsMSE:
 
     def __call__(self, model, x0: Tensor, class_labels: Tensor | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
-        t = self.process.sample_t(x0.shape[0], generator=generator, device=x0.device).double()  # float64 coefficients
+        p = self.process
+        t = p.sample_t(x0.shape[0], generator=generator, device=x0.device).double()
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_t = self.process.noise(x0, t, eps)
-        out, prediction = _raw(model, x_t, t.to(x0.dtype), class_labels)
-        target = from_eps(prediction, self.process, x_t, t, eps)
-        return _mean_flat((out.to(x0.dtype) - target) ** 2)
+        weight = (p.g2(t) / (2 * p.sigma2(t).sqrt())) ** 2
+        return _weighted_regression(model, p, x0, t, eps, class_labels, weight)
 
 
 @buildable
@@ -143,4 +233,4 @@ class HybridLoss:
                 + self.vlb_weight * self.vlb(model, x0, class_labels, generator))
 
 
-__all__ = ["EpsMSE", "DSM", "VLBLoss", "HybridLoss"]
+__all__ = ["EpsMSE", "DSM", "VLBLoss", "HybridLoss", "EDMLoss", "FlowMatching", "min_snr_weight"]

@@ -5,6 +5,9 @@ With x_t = alpha x_0 + sigma eps (Kingma et al. 2021; Salimans & Ho 2022 for v):
     x0    = (x_t - sigma eps) / alpha
     score = grad log p_t(x_t) = -eps / sigma
     v     = alpha eps - sigma x0           =>  eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2)
+    velocity u = dx_t/dt = alpha' x0 + sigma' eps = f x_t + g^2/(2 sigma) eps   =>  eps = 2 sigma (u - f x_t) / g^2
+                                           (the flow-matching target; eps - x0 for rectified flow, Lipman et al. 2023)
+    edm   = the raw network F of EDM's preconditioning (``preconditioning.py``; wrap with ``EDMPrecond``)
 
 Every sampler and likelihood calls ``model(x, t) -> eps``; ``EpsModel`` wraps a network that predicts
 any of eps / x0 / v / score. As in EDM (Karras et al. 2022, table 1) the wrapper also scales the input to
@@ -17,10 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from diffusion.errors import ConfigError
+from diffusion.preconditioning import edm_to_eps, eps_to_edm
 from diffusion.processes.base import Process
 from diffusion.utils import append_dims
 
-PREDICTIONS = ("eps", "x0", "v", "score")
+PREDICTIONS = ("eps", "x0", "v", "score", "velocity", "edm")
 
 
 def _coefs(process: Process, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -59,8 +63,27 @@ def v_to_eps(process: Process, x: Tensor, t: Tensor, v: Tensor) -> Tensor:
     return (sigma * x + alpha * v) / (alpha**2 + sigma**2)
 
 
-_TO_EPS = {"eps": lambda p, x, t, out: out, "x0": x0_to_eps, "v": v_to_eps, "score": score_to_eps}
-_FROM_EPS = {"eps": lambda p, x, t, eps: eps, "x0": eps_to_x0, "v": eps_to_v, "score": eps_to_score}
+def _f_g2(process: Process, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    t = t.reshape(-1).expand(x.shape[0]).double()
+    f, g2, sigma = process.f_coef(t), process.g2(t), process.sigma2(t).clamp_min(0).sqrt()
+    return tuple(append_dims(c.to(x.dtype), x.ndim) for c in (f, g2, sigma))
+
+
+def eps_to_velocity(process: Process, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+    """u = alpha' x0 + sigma' eps = f x + g^2 / (2 sigma) eps, the probability-flow ODE's dx/dt."""
+    f, g2, sigma = _f_g2(process, t, x)
+    return f * x + g2 / (2 * sigma) * eps
+
+
+def velocity_to_eps(process: Process, x: Tensor, t: Tensor, u: Tensor) -> Tensor:
+    f, g2, sigma = _f_g2(process, t, x)
+    return 2 * sigma * (u - f * x) / g2
+
+
+_TO_EPS = {"eps": lambda p, x, t, out: out, "x0": x0_to_eps, "v": v_to_eps, "score": score_to_eps,
+           "velocity": velocity_to_eps, "edm": edm_to_eps}
+_FROM_EPS = {"eps": lambda p, x, t, eps: eps, "x0": eps_to_x0, "v": eps_to_v, "score": eps_to_score,
+             "velocity": eps_to_velocity, "edm": eps_to_edm}
 
 
 def to_eps(prediction: str, process: Process, x: Tensor, t: Tensor, out: Tensor) -> Tensor:
@@ -88,6 +111,9 @@ class EpsModel(nn.Module):
 
     def __init__(self, net: nn.Module, process: Process, prediction: str = "eps", scale_input: bool = True):
         super().__init__()
+        if prediction == "edm":
+            raise ValueError("prediction 'edm' has its own input scaling and noise label: "
+                             "use diffusion.preconditioning.EDMPrecond(net, process)")
         self.net, self.process, self.prediction = net, process, _check(prediction)
         self.scale_input = scale_input
 

@@ -6,10 +6,11 @@ import torch
 from torch import nn
 
 from diffusion.parameterization import PREDICTIONS, EpsModel, from_eps, to_eps
-from diffusion.processes import DDPM, VESDE, VPSDE, SubVPSDE
+from diffusion.preconditioning import EDMPrecond
+from diffusion.processes import DDPM, EDM, VESDE, VPSDE, RectifiedFlow, SubVPSDE
 
-PROCESSES = [VPSDE(), SubVPSDE(), VESDE(), DDPM("linear", 1000)]
-IDS = ["vp", "subvp", "ve", "ddpm"]
+PROCESSES = [VPSDE(), SubVPSDE(), VESDE(), DDPM("linear", 1000), EDM(), RectifiedFlow()]
+IDS = ["vp", "subvp", "ve", "ddpm", "edm", "rf"]
 
 
 def times(p):
@@ -18,16 +19,27 @@ def times(p):
 
 @pytest.mark.parametrize("p", PROCESSES, ids=IDS)
 def test_conversions_match_definitions_and_round_trip(p):
-    """x_t = alpha x0 + sigma eps: from_eps gives x0, v = alpha eps - sigma x0 and score = -eps/sigma
-    exactly (float64, 1e-9 relative), and to_eps inverts each."""
-    t = times(p)
+    """x_t = alpha x0 + sigma eps: from_eps gives x0, v = alpha eps - sigma x0, score = -eps/sigma and EDM's
+    F = (x0 - c_skip x_hat)/c_out exactly (float64, 1e-9 relative), the velocity alpha' x0 + sigma' eps with the
+    derivatives by central differences (h = 1e-6 of the range: ~1e-9 relative; asserted 1e-6; DDPM's kinked
+    alpha is checked at mid-step times), and to_eps inverts each."""
+    h = 1e-6 * (p.t_max - p.t_eps)
+    t = times(p).clamp_max(p.t_max - 10 * h)  # rectified flow's coefficients are clamped at t_max
+    if isinstance(p, DDPM):
+        t = t.floor().clamp_max(p.t_max - 1) + 0.5
     x0, eps = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
     alpha, sigma = p.alpha(t)[:, None], p.sigma(t)[:, None]
     x_t = alpha * x0 + sigma * eps
-    want = {"eps": eps, "x0": x0, "v": alpha * eps - sigma * x0, "score": -eps / sigma}
+    d_alpha = (p.alpha(t + h) - p.alpha(t - h))[:, None] / (2 * h)
+    d_sigma = (p.sigma(t + h) - p.sigma(t - h))[:, None] / (2 * h)
+    level, sd = sigma / alpha, 0.5
+    c_skip, c_out = sd**2 / (level**2 + sd**2), level * sd / (level**2 + sd**2).sqrt()
+    want = {"eps": eps, "x0": x0, "v": alpha * eps - sigma * x0, "score": -eps / sigma,
+            "velocity": d_alpha * x0 + d_sigma * eps, "edm": (x0 - c_skip * x_t / alpha) / c_out}
     for prediction in PREDICTIONS:
         out = from_eps(prediction, p, x_t, t, eps)
-        torch.testing.assert_close(out, want[prediction], rtol=1e-9, atol=1e-9)
+        tol = 1e-6 if prediction == "velocity" else 1e-9
+        torch.testing.assert_close(out, want[prediction], rtol=tol, atol=tol)
         torch.testing.assert_close(to_eps(prediction, p, x_t, t, out), eps, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="prediction"):
         from_eps("mu", p, x_t, t, eps)
@@ -65,7 +77,7 @@ def test_eps_model_converts_any_prediction_to_eps(prediction):
     x0, eps = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
     x_t = p.noise(x0, t, eps)
     net = Recorder(from_eps(prediction, p, x_t, t, eps))
-    model = EpsModel(net, p, prediction=prediction)
+    model = EDMPrecond(net, p) if prediction == "edm" else EpsModel(net, p, prediction=prediction)
     torch.testing.assert_close(model(x_t, t), eps, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(model.raw(x_t, t), net.output)
     with pytest.raises(ValueError, match="prediction"):

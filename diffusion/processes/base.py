@@ -44,6 +44,8 @@ class Process(ABC):
     t_min: float = 1e-3
     #: smallest time used by training and by likelihoods (Song et al. use 1e-5)
     t_eps: float = 1e-5
+    #: the grid ``timesteps(spacing="default")`` walks: what a sampler uses unless told otherwise
+    default_spacing: str = "uniform"
 
     def __init_subclass__(cls, **kwargs):
         # every process may be rebuilt from a checkpoint's config (diffusion.buildable)
@@ -142,10 +144,13 @@ class Process(ABC):
         A sampler walks these and then takes one last step to the clean data (alpha=1, sigma=0).
         spacing: ``uniform`` in t, ``quadratic`` in t (denser near the data, DDIM paper sec. D.2),
         ``logsnr`` (uniform in lambda, the DPM-Solver choice) or ``karras`` (Karras et al. 2022 eq. 5
-        in sigma/alpha with exponent rho).
+        in sigma/alpha with exponent rho); ``default`` is the process's ``default_spacing`` (karras for EDM,
+        uniform for the others).
         """
         if steps < 1:
             raise ConfigError(f"steps must be >= 1, got {steps}")
+        if spacing == "default":
+            spacing = self.default_spacing
         t_lo = self.t_min if t_min is None else t_min
         t_hi = self.t_max
         if steps == 1:
@@ -165,7 +170,7 @@ class Process(ABC):
             s = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
             lam = -2 * s.log()
         else:
-            raise ConfigError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+            raise ConfigError(f"unknown spacing {spacing!r}; choose one of default, {', '.join(SPACINGS)}")
         t = self.t_from_log_snr(lam)
         t[0], t[-1] = t_hi, t_lo
         return t

@@ -116,6 +116,8 @@ class DDPM(Process):
     def timesteps(self, steps: int, spacing: str = "uniform", rho: float = 7.0, t_min: float | None = None) -> Tensor:
         """As ``Process.timesteps``; ``uniform`` and ``quadratic`` grids are rounded to whole step indices
         (the indices the network was trained on), ``logsnr`` and ``karras`` stay fractional."""
+        if spacing == "default":
+            spacing = self.default_spacing
         if spacing in ("uniform", "quadratic"):
             if steps > self.num_steps:
                 raise ConfigError(f"{steps} steps exceed the process's num_steps={self.num_steps}; use steps <= {self.num_steps}")

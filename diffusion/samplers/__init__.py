@@ -10,6 +10,7 @@ over the eps model, and ``sample``, the one entry point scripts call.
     pc               sde.py         all                steps (1 + corrector)     yes
     ode              ode.py         all                adaptive (+1)             no
     dpmpp_2m         dpm_solver.py  all                steps                     no
+    heun             heun.py        all                2 steps - 1               S_churn > 0
 
 Every sampler walks ``process.timesteps(steps, spacing)`` from t_max to t_min and ends with one step to the
 clean data (x0_pred at t_min), so a one-evaluation-per-step sampler costs exactly ``steps`` model calls. The
@@ -40,6 +41,7 @@ from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step  # noq
 from diffusion.samplers.sde import euler_maruyama, pc  # noqa: E402  isort: skip
 from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift  # noqa: E402  isort: skip
 from diffusion.samplers.dpm_solver import dpmpp_2m  # noqa: E402  isort: skip
+from diffusion.samplers.heun import heun  # noqa: E402  isort: skip
 
 
 class CountingModel:
@@ -137,4 +139,4 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
 __all__ = ["sample", "SAMPLERS", "SamplerSpec", "sampler_from_config", "register_sampler", "check_sampler", "runs_on",
            "samplers_for", "MARKOV_CHAIN", "CountingModel", "guided", "sampler_options",
            "ddpm", "ddim", "ddpm_step", "ddim_step", "euler_maruyama", "pc", "ode", "encode", "decode",
-           "probability_flow_drift", "dpmpp_2m"]
+           "probability_flow_drift", "dpmpp_2m", "heun"]

@@ -79,7 +79,7 @@ def ddpm(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch
 
 @register_sampler()
 def ddim(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
-         progress: bool = False, *, eta: float = 0.0, spacing: str = "uniform") -> Tensor:
+         progress: bool = False, *, eta: float = 0.0, spacing: str = "default") -> Tensor:
     """DDIM with stochasticity eta in [0, 1] (0: deterministic; 1 on all N DDPM steps: DDPM itself)."""
     if not 0.0 <= eta <= 1.0:
         raise ConfigError(f"eta must be in [0, 1], got {eta}")

@@ -67,7 +67,7 @@ def _solve(process: Process, model: EpsFn, x: Tensor, times: Tensor, method: str
 @register_sampler()
 def ode(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
         progress: bool = False, *, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-        step_size: float | None = None, spacing: str = "uniform", variable: str = "auto") -> Tensor:
+        step_size: float | None = None, spacing: str = "default", variable: str = "auto") -> Tensor:
     """Solve the probability-flow ODE from t_max to t_min, then denoise with x0_pred at t_min.
 
     ``steps`` matters only for a fixed-grid ``method`` (euler, midpoint, rk4, ...) without ``step_size``: the

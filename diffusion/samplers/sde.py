@@ -42,7 +42,7 @@ PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 
 @register_sampler()
 def euler_maruyama(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
-                   progress: bool = False, *, noise_scale: float = 1.0, spacing: str = "uniform") -> Tensor:
+                   progress: bool = False, *, noise_scale: float = 1.0, spacing: str = "default") -> Tensor:
     """Euler-Maruyama on dx = [f - (1 + lambda^2)/2 g^2 score] dt + lambda g dW-bar, lambda = ``noise_scale``.
 
     ``steps`` model evaluations: steps - 1 Euler steps over the grid, then the final denoising step.
@@ -71,7 +71,7 @@ def _em_step(process: Process, model: EpsFn, x: Tensor, t: float, s: float, nois
 @register_sampler()
 def pc(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
        progress: bool = False, *, predictor: str = "reverse_diffusion", snr: float = 0.16,
-       corrector_steps: int = 1, spacing: str = "uniform") -> Tensor:
+       corrector_steps: int = 1, spacing: str = "default") -> Tensor:
     r"""Predictor-corrector sampling (Song et al. 2021, sec. 4.2, appendix G algorithms 2-5): at every grid time,
     ``corrector_steps`` Langevin steps targeting p_t, then a predictor step to the next time (the last time ends
     with the denoising step instead). NFE = steps * (1 + corrector_steps).

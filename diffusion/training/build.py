@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from diffusion.parameterization import PREDICTIONS, EpsModel
+from diffusion.preconditioning import EDMPrecond
 from diffusion.processes.base import Process
 from diffusion.training.errors import ConfigError
 
@@ -27,6 +28,8 @@ def build_eps_model(net: nn.Module, process: Process, cfg: DictConfig) -> EpsMod
     prediction = str(cfg.get("prediction", "eps"))
     if prediction not in PREDICTIONS:
         raise ConfigError(f"prediction={prediction!r} is not one of {', '.join(PREDICTIONS)}: set prediction=eps")
+    if prediction == "edm":
+        return EDMPrecond(net, process)
     return EpsModel(net, process, prediction=prediction)
 
 

@@ -42,6 +42,12 @@ RECIPES = {
                        steps=1_300_000, flip=True, embedding="sinusoidal"),
     "ve_cifar10": dict(process="VESDE", model_dropout=0.1, batch=128, lr=2e-4, warmup=5000, ema=0.999, clip=1.0,
                        steps=1_300_000, flip=True, embedding="fourier"),
+    # Karras et al. 2022, EDM config F, unconditional CIFAR-10 (200M images at batch 512, no gradient clipping)
+    "edm_cifar10": dict(process="EDM", model_dropout=0.13, batch=512, lr=1e-3, warmup=19531, ema=0.99929, clip=0.0,
+                        steps=390_625, flip=True, embedding="fourier"),
+    # Liu et al. 2022 on Song et al.'s DDPM++ settings
+    "rectified_flow_cifar10": dict(process="RectifiedFlow", model_dropout=0.1, batch=128, lr=2e-4, warmup=5000,
+                                   ema=0.9999, clip=1.0, steps=1_300_000, flip=True, embedding="sinusoidal"),
     "ddpm_mnist": dict(process="DDPM", model_dropout=0.1, batch=128, lr=2e-4, warmup=500, ema=0.9995, clip=1.0,
                        steps=20_000, flip=False, embedding="sinusoidal"),
 }
@@ -60,6 +66,10 @@ def test_recipes(name):
     assert cfg.data.get("flip", False) == want["flip"]
     if name.startswith(("vp", "ve")):
         assert cfg.loss._target_ == "diffusion.losses.DSM" and cfg.loss.weighting == "sigma2"
+    if name == "edm_cifar10":
+        assert (cfg.prediction, cfg.loss._target_, cfg.sampler.name) == ("edm", "diffusion.losses.EDMLoss", "heun")
+    if name == "rectified_flow_cifar10":
+        assert (cfg.prediction, cfg.loss._target_) == ("velocity", "diffusion.losses.FlowMatching")
     with torch.device("meta"):                                  # checks the constructor arguments, allocates nothing
         net = instantiate(cfg.model)
     if "cifar" in name:
