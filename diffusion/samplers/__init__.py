@@ -10,13 +10,18 @@ over the eps model, and ``sample``, the one entry point scripts call.
     pc               sde.py         all                steps (1 + corrector)     yes
     ode              ode.py         all                adaptive (+1)             no
     dpmpp_2m         dpm_solver.py  all                steps                     no
+    dpmpp_3m         dpmpp_3m.py    all                steps                     no
+    unipc            unipc.py       all                steps                     no
+    ipndm            ipndm.py       all                steps                     no
+    dpmpp_2m_sde     dpmpp_sde.py   all                steps                     yes
 
 Every sampler walks ``process.timesteps(steps, spacing)`` from t_max to t_min and ends with one step to the
 clean data (x0_pred at t_min), so a one-evaluation-per-step sampler costs exactly ``steps`` model calls. The
-exception is ``dpmpp_2m``: it spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times and
+exception is the multistep solvers (``dpmpp_2m``, ``dpmpp_3m``, ``unipc``, ``ipndm``, ``dpmpp_2m_sde``): each spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times and
 returns x at t_min (the DPM-Solver authors' layout, which measured better at 5-10 NFE). A
 sampler's options are its keyword-only parameters (``sampler_options``; ``configs/sampler/<name>.yaml`` lists
-them with their defaults). Randomness comes only from the ``generator``, in a fixed order of draws.
+them with their defaults). Every sampler takes ``timesteps=``: explicit times (or a schedule file from
+``optimize_timesteps``, ``gits.py``) in place of ``steps`` and ``spacing``. Randomness comes only from the ``generator``, in a fixed order of draws.
 """
 from __future__ import annotations
 
@@ -30,8 +35,13 @@ from diffusion.parameterization import clip_denoised as clip_denoised_model
 from diffusion.processes.base import Process
 from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step
 from diffusion.samplers.dpm_solver import dpmpp_2m
+from diffusion.samplers.dpmpp_3m import dpmpp_3m
+from diffusion.samplers.dpmpp_sde import dpmpp_2m_sde
+from diffusion.samplers.ipndm import ipndm
+from diffusion.samplers.unipc import unipc
 from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift
 from diffusion.samplers.sde import euler_maruyama, pc
+from diffusion.samplers.gits import optimize_timesteps  # noqa: E402  (after SAMPLERS' imports; it calls sample)
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": ddpm,
@@ -40,6 +50,10 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "pc": pc,
     "ode": ode,
     "dpmpp_2m": dpmpp_2m,
+    "dpmpp_3m": dpmpp_3m,
+    "unipc": unipc,
+    "ipndm": ipndm,
+    "dpmpp_2m_sde": dpmpp_2m_sde,
 }
 
 _ALL_PROCESSES = ("ddpm", "vpsde", "subvpsde", "vesde")
@@ -163,4 +177,4 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
 
 __all__ = ["sample", "SAMPLERS", "SAMPLER_PROCESSES", "CountingModel", "guided", "sampler_options",
            "ddpm", "ddim", "ddpm_step", "ddim_step", "euler_maruyama", "pc", "ode", "encode", "decode",
-           "probability_flow_drift", "dpmpp_2m"]
+           "probability_flow_drift", "dpmpp_2m", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde", "optimize_timesteps"]
