@@ -6,6 +6,7 @@
     python evaluate.py ckpt=runs/<run> task=sweep sweep.samplers=[ddim,dpmpp_2m] sweep.steps=[5,10,20] n=1000
     python evaluate.py task=fid samples=runs/<run>/samples/ddim_50_seed0/samples.npz [ckpt=runs/<run> | data=cifar10]
     python evaluate.py task=fid samples=my_pngs/ data=folder data.root=real_pngs/ data.image_size=64
+    python evaluate.py ckpt=runs/<run> task=schedule sampler=ipndm steps=5   # GITS grid -> eval/schedules/ipndm_5.json
 
 Results go to <run>/eval/ (likelihood.md|json, sweep/sweep.md|json|png, fid.json) and the tables are printed.
 Quality: FID through torch-fidelity's Inception when its weights can be had (else "n/a" with a one-line reason),
@@ -163,6 +164,24 @@ def fid(cfg: DictConfig) -> dict:
     return result
 
 
+def schedule(cfg: DictConfig) -> dict:
+    from diffusion.evaluation import cli
+    from diffusion.evaluation.schedule import fit_schedule
+    from diffusion.evaluation.sweep import check_samplers
+
+    device = cli.pick_device(cfg.device)
+    model, process, train_cfg, path = cli.load_trained(_need_ckpt(cfg), cfg.ema, device)
+    name = cfg.sampler.name if cfg.sampler is not None else "ipndm"
+    steps = int(cfg.steps if cfg.steps is not None else cfg.sampler.steps if cfg.sampler is not None else 10)
+    check_samplers(process, [name], key="sampler")
+    shape, _ = cli.sample_shape(train_cfg)
+    out, times = fit_schedule(process, model, shape, name, steps, _out_dir(cfg, path) / "schedules", n=int(cfg.n),
+                              seed=int(cfg.seed), device=device)
+    print(f"{name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "
+          f"`python sample.py ckpt={cfg.ckpt} sampler={name} sampler.timesteps={out}`")
+    return {"path": out, "timesteps": times}
+
+
 def _need_ckpt(cfg: DictConfig) -> str:
     if not cfg.ckpt:
         from diffusion.evaluation.cli import EvaluationError
@@ -171,7 +190,7 @@ def _need_ckpt(cfg: DictConfig) -> str:
     return cfg.ckpt
 
 
-TASKS = {"likelihood": likelihood, "sweep": sweep, "fid": fid}
+TASKS = {"likelihood": likelihood, "sweep": sweep, "fid": fid, "schedule": schedule}
 
 
 def run(cfg: DictConfig) -> dict:

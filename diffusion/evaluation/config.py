@@ -19,6 +19,7 @@ class Task(Enum):
     likelihood = "likelihood"
     sweep = "sweep"
     fid = "fid"
+    schedule = "schedule"
 
 
 class Divergence(Enum):
@@ -86,6 +87,8 @@ class EvaluateConfig:
     progress: bool = True
     samples: Optional[str] = None  # task=fid: an .npz of samples or a folder of images
     data: Optional[Any] = None  # task=fid without ckpt: the reference data set, a group option (data=cifar10)
+    sampler: Optional[Any] = None  # task=schedule: the sampler to fit a grid for, a group option (sampler=ipndm)
+    steps: Optional[int] = None  # task=schedule: its NFE (default: the sampler config's steps)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     fid: FIDConfig = field(default_factory=FIDConfig)
