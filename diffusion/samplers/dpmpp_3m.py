@@ -26,7 +26,8 @@ error is then O(h^3), second order, not third. Here D2_COEF = 2, the Taylor valu
 
 Warm-up: the first step is first order (DDIM), the second is DPM-Solver++(2M)'s. Layout, lower-order final steps
 and the returned x at t_min are dpmpp_2m's (``dpm_solver.py``): NFE == steps; with fewer than 15 steps the last
-two steps drop to orders 1 and 2 (``common.HIGH_ORDER_FINAL_BELOW``; the authors' ``lower_order_final``).
+two steps drop to orders 1 and 2 (``common.HIGH_ORDER_FINAL_BELOW``; the authors' ``lower_order_final``), and a third-order step
+after a 3x jump in step size drops to second order (``common.multistep_order``: GITS grids have such jumps).
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from diffusion.processes.base import Process
-from diffusion.samplers.common import (HIGH_ORDER_FINAL_BELOW, EpsFn, Timesteps, alpha_sigma, eps_and_x0,
-                                       half_log_snr, solver_grid)
+from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, eps_and_x0,
+                                       half_log_snr, multistep_order, solver_grid)
 
 #: weight of D2 = h^2 D''/2 against phi_3: 2 is the Taylor coefficient (the peers use 1: see the module docstring)
 D2_COEF = 2.0
@@ -56,7 +57,7 @@ def dpmpp_3m(process: Process, model: EpsFn, x: Tensor, steps: int, generator: t
         m = [eps_and_x0(process, model, x, ts[i])[1]] + m[:2]
         (_, sigma_t), (alpha_s, sigma_s) = alpha_sigma(process, ts[i]), alpha_sigma(process, ts[i + 1])
         h = lam[i + 1] - lam[i]
-        order = min(3, i + 1, steps - i if steps < HIGH_ORDER_FINAL_BELOW else 3)
+        order = multistep_order(3, i, steps, lam)
         phi_1 = math.expm1(-h)
         x = (sigma_s / sigma_t) * x - alpha_s * phi_1 * m[0]
         if order == 2:

@@ -42,7 +42,8 @@ SCHEDULE_VERSION = 1
 @torch.no_grad()
 def optimize_timesteps(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...], steps: int,
                        sampler: str = "ipndm", generator: torch.Generator | None = None, n: int = 256,
-                       fine_steps: int = 100, fine_spacing: str = "logsnr", device: torch.device | str | None = None,
+                       fine_steps: int = 100, fine_spacing: str = "logsnr", refine: int = 0,
+                       options: dict | None = None, device: torch.device | str | None = None,
                        dtype: torch.dtype = torch.float32) -> list[float]:
     """GITS: ``steps``-NFE times for ``sampler`` (steps + 1 times for the multistep solvers, which stop at the
     last; ``steps`` for the others, which denoise after the last), chosen on ``n`` draws of the prior of ``shape``
@@ -77,13 +78,36 @@ def optimize_timesteps(process: Process, model: Callable[..., Tensor], shape: tu
             step = alpha_j * x0 + sigma_j * eps.double()  # DDIM from the reference at t_i to t_j
             cost[i, j] = (step - xs[j].double()).flatten(1).norm(dim=1).mean()
     if sampler in SOLVER_LAYOUT:
-        path = _shortest_path(cost, steps, terminal=None)
+        path, goal = _shortest_path(cost, steps, terminal=None), x_end
     else:  # the sampler denoises after its last time: a terminal cost at every end point
-        data = _x0(process, x_end, model(x_end, model_time(times[-1], x_end)).to(x_end.dtype), times[-1])
-        terminal = torch.tensor([float((_x0(process, x, eps, t) - data).flatten(1).norm(dim=1).mean())
+        goal = _x0(process, x_end, model(x_end, model_time(times[-1], x_end)).to(x_end.dtype), times[-1])
+        terminal = torch.tensor([float((_x0(process, x, eps, t) - goal).flatten(1).norm(dim=1).mean())
                                  for t, x, eps in states] + [0.0], dtype=torch.float64)
         path = _shortest_path(cost, steps - 1, terminal=terminal)
+    if refine:
+        path = _refine(path, refine, lambda p: float((sample(process, model, None, sampler, x_T=states[0][1],
+                                                                   timesteps=[times[k] for k in p], **(options or {}))
+                                                            - goal).flatten(1).norm(dim=1).mean()))
     return [times[k] for k in path]
+
+
+def _refine(path: list[int], sweeps: int, error: Callable[[list[int]], float]) -> list[int]:
+    """Coordinate descent on the sampler's own end error: move each inner time one fine-grid index either way while
+    that lowers it, for at most ``sweeps`` passes (each costs 2 x inner points sampler runs on the n draws)."""
+    best = error(path)
+    for _ in range(sweeps):
+        moved = False
+        for e in range(1, len(path) - 1 if path[-1] == max(path) and len(path) > 1 else len(path)):
+            for delta in (-1, 1):
+                trial = path[:e] + [path[e] + delta] + path[e + 1:]
+                if not all(b > a for a, b in zip(trial, trial[1:])):
+                    continue
+                err = error(trial)
+                if err < best:
+                    best, path, moved = err, trial, True
+        if not moved:
+            break
+    return path
 
 
 def _x0(process: Process, x: Tensor, eps: Tensor, t: float) -> Tensor:

@@ -19,7 +19,8 @@ x0_pred in lambda. B(h) is free up to O(h): ``bh1`` B = -h, ``bh2`` B = e^{-h} -
 
 Layout as dpmpp_2m (``dpm_solver.py``): ``steps + 1`` times, the model called at all but the last, x returned at
 t_min; NFE == steps. Warm-up at orders 1, 2, ... and, below 15 steps (``common.HIGH_ORDER_FINAL_BELOW``), lower-order final steps (order <= steps - i),
-as the authors' code and diffusers' ``UniPCMultistepScheduler`` do.
+as the authors' code and diffusers' ``UniPCMultistepScheduler`` do, and second order after a 3x jump in step size
+(``common.multistep_order``: GITS grids have such jumps).
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from diffusion.processes.base import Process
-from diffusion.samplers.common import (HIGH_ORDER_FINAL_BELOW, EpsFn, Timesteps, alpha_sigma, check_choice,
-                                       eps_and_x0, half_log_snr, solver_grid)
+from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, check_choice,
+                                       eps_and_x0, half_log_snr, multistep_order, solver_grid)
 
 VARIANTS = ("bh1", "bh2")
 
@@ -91,7 +92,7 @@ def unipc(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torc
         else:
             base = x
         m = [m_i] + m[:2]
-        p = min(order, i + 1, steps - i if steps < HIGH_ORDER_FINAL_BELOW else order)
+        p = multistep_order(order, i, steps, lam)
         alpha_s, sigma_ratio = ratio[i]
         x = uni_step(base, m[:p], lam[i::-1][:p], lam[i + 1], sigma_ratio, alpha_s, variant)
     return x
