@@ -475,6 +475,9 @@ FEWSTEP_OURS = {  # label: (sampler, options)
     "ipndm": ("ipndm", {}),
     "ipndm (variable step)": ("ipndm", dict(variable_step=True)),
 }
+#: run on every process (the rest of FEWSTEP_OURS on DDPM only); the first three also on a grid fitted to them
+FEWSTEP_CANDIDATES = ("ipndm", "unipc-2 bh2", "unipc-3 bh2", "dpmpp_3m", "dpmpp_2m")
+FEWSTEP_REFINED = ("ipndm", "unipc-2 bh2", "unipc-3 bh2")
 
 
 def fewstep_mixtures(args) -> dict[str, GaussianMixture]:
@@ -498,12 +501,18 @@ def _diffusers_peers(eps_ddpm, x_T) -> dict[str, Run]:
         tag = " karras" if karras else ""
         for order in (2, 3):
             for variant in ("bh1", "bh2"):
-                runs[f"diffusers UniPC-{order} {variant}{tag}"] = diffusers_run(
-                    diffusers.UniPCMultistepScheduler, eps_ddpm, x_T, solver_order=order, solver_type=variant,
-                    use_karras_sigmas=karras)
-            runs[f"diffusers DPM++({order}M){tag}"] = diffusers_run(
-                diffusers.DPMSolverMultistepScheduler, eps_ddpm, x_T, algorithm_type="dpmsolver++",
-                solver_order=order, use_karras_sigmas=karras)
+                for final in ("zero", "sigma_min"):
+                    if variant == "bh1" and final == "zero":
+                        continue  # B(h) = h is infinite on a last step to sigma = 0: diffusers returns NaN
+                    end = "" if final == "zero" else " ends at t=0"
+                    runs[f"diffusers UniPC-{order} {variant}{tag}{end}"] = diffusers_run(
+                        diffusers.UniPCMultistepScheduler, eps_ddpm, x_T, solver_order=order, solver_type=variant,
+                        use_karras_sigmas=karras, final_sigmas_type=final)
+            for final in ("zero", "sigma_min"):
+                end = "" if final == "zero" else " ends at t=0"
+                runs[f"diffusers DPM++({order}M){tag}{end}"] = diffusers_run(
+                    diffusers.DPMSolverMultistepScheduler, eps_ddpm, x_T, algorithm_type="dpmsolver++",
+                    solver_order=order, use_karras_sigmas=karras, final_sigmas_type=final)
             runs[f"diffusers DEIS-{order}{tag}"] = diffusers_run(
                 diffusers.DEISMultistepScheduler, eps_ddpm, x_T, solver_order=order, use_karras_sigmas=karras)
     return runs
@@ -518,9 +527,16 @@ def fewstep_section(args) -> list[str]:
     nfes, draws, n = args.fewstep_nfes, args.fewstep_draws, args.n
     lines = ["## Few-step samplers head to head (FD / floor - 1: excess over exact samples; lower is better)", "",
              f"Mean over {draws} x_T draws of {n} samples (the same x_T for every row of a draw). Ours: every sampler "
-             "on every grid; `gits` = `optimize_timesteps(sampler=ipndm)` fitted on 256 other prior draws "
-             "(fine grid 100 logsnr steps; its 101 calls on 256 samples are not counted in the NFE). Peers: diffusers' "
-             "UniPC, DPM-Solver++ and DEIS multistep schedulers (orders 2 and 3, default and karras sigmas) on "
+             "on every grid on DDPM, the candidates on every process; `gits` = `optimize_timesteps(sampler=ipndm)` "
+             "fitted on 256 other prior draws (fine grid 100 logsnr steps; its 101 calls on 256 samples are not "
+             "counted in the NFE); `gits+refine` = `optimize_timesteps(sampler=<that sampler>, refine="
+             f"{args.fewstep_refine})`, the GITS grid then moved one fine step at a time while the sampler's own "
+             "end error on the fitting draws falls (about 2 x steps sampler runs per sweep on 256 samples, also not "
+             "counted). The reference row is the ODE limit of the same x_T: the FD that more steps converge to. "
+             "Peers: diffusers' "
+             "UniPC, DPM-Solver++ and DEIS multistep schedulers (orders 2 and 3, default and karras sigmas; UniPC and "
+             "DPM++ also with `final_sigmas_type=sigma_min`, \"ends at t=0\": our solvers' layout, the last step to "
+             "t = 0 instead of to sigma = 0; UniPC bh1 only so, as its last step to sigma = 0 is NaN) on "
              "DDPM(linear, 1000). The official DPM-Solver and k-diffusion rows of the tables above were not re-run "
              "here (not installed on this machine; see Notes).", ""]
     summary = {}  # (mixture, process, label, nfe) -> mean excess
@@ -532,18 +548,26 @@ def fewstep_section(args) -> list[str]:
             if pname not in args.fewstep_processes:
                 continue
             eps = gm.eps_model(proc)
-            gits = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", n=256,
-                                          generator=torch.Generator().manual_seed(args.seed + 50)) for k in nfes}
+            fit = dict(n=256, generator=torch.Generator().manual_seed(args.seed + 50))
+            gits = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", **fit) for k in nfes}
+            fitted = {label: {k: optimize_timesteps(proc, eps, (1, dim), k, sampler=FEWSTEP_OURS[label][0],
+                                                    options=FEWSTEP_OURS[label][1], refine=args.fewstep_refine, **fit)
+                              for k in nfes} for label in FEWSTEP_REFINED}
             table: dict[str, dict[int, list[float]]] = {}
             for draw in range(draws):
                 x_T = proc.prior_sample((n, dim), torch.Generator().manual_seed(args.seed + 200 + draw))
-                runs: dict[str, Run] = {}
+                limit = sample(proc, eps, None, "dpmpp_3m", 200, x_T=x_T)
+                runs: dict[str, Run] = {"reference: ODE limit (dpmpp_3m, 200 steps)": lambda k, x=limit: (x, k)}
                 for label, (name, opts) in FEWSTEP_OURS.items():
+                    if pname != "DDPM" and label not in FEWSTEP_CANDIDATES:
+                        continue
                     for grid in FEWSTEP_GRIDS:
                         if grid == "gits":
                             runs[f"ours {label} gits"] = _grid_run(proc, eps, x_T, name, opts, gits)
-                        else:
+                        elif pname == "DDPM" or grid in ("logsnr", "uniform"):
                             runs[f"ours {label} {grid}"] = ours(proc, eps, x_T, name, spacing=grid, **opts)
+                    if label in fitted:
+                        runs[f"ours {label} gits+refine"] = _grid_run(proc, eps, x_T, name, opts, fitted[label])
                 if pname == "DDPM":
                     runs.update(_diffusers_peers(eps, x_T))
                 for label, run in runs.items():
@@ -595,7 +619,7 @@ def _fewstep_tables(summary: dict, nfes, args) -> list[str]:
     lines.append("")
     # 2. aims
     ours_l = [lb for lb in labels if lb.startswith("ours")]
-    peers_l = [lb for lb in labels if not lb.startswith("ours")]
+    peers_l = [lb for lb in labels if lb.startswith("diffusers")]
     lines += ["### Aims (mean excess over the mixtures, DDPM(linear))", ""]
     for k in nfes:
         key = lambda lb: _nan_inf(mean.get((lb, k), float("nan")))  # noqa: E731
@@ -606,6 +630,12 @@ def _fewstep_tables(summary: dict, nfes, args) -> list[str]:
         lines.append(f"- {k} NFE: best of ours `{bo}` {key(bo):.3g}, best peer `{bp}` {key(bp):.3g}: ratio "
                      f"{key(bo) / key(bp):.2f} (aim <= {'0.5' if k < 10 else '1'}): "
                      f"**{'met' if key(bo) <= aim else 'missed'}**")
+        per = []
+        for m in mixtures:
+            get = lambda lb: _nan_inf(summary.get((m, "DDPM", lb, k), float("nan")))  # noqa: E731
+            mo, mp = min(ours_l, key=get), min(peers_l, key=get)
+            per.append(f"{m.split(',')[0]}: `{mo}` {get(mo):.3g} vs `{mp}` {get(mp):.3g}")
+        lines.append("  - per mixture: " + "; ".join(per))
     lines.append("")
     # 3. every process: our samplers' spread
     procs = list(dict.fromkeys(p for _, p, _, _ in summary))
@@ -811,6 +841,7 @@ def parse_args(argv=None):
     p.add_argument("--score-sde-path", default="/work/peers/score_sde")
     p.add_argument("--fewstep-nfes", type=int, nargs="+", default=list(FEWSTEP_NFES))
     p.add_argument("--fewstep-draws", type=int, default=3, help="x_T draws in the few-step head to head")
+    p.add_argument("--fewstep-refine", type=int, default=4, help="refine sweeps of the per-sampler fitted grids")
     p.add_argument("--fewstep-processes", nargs="+", default=["DDPM", "VP", "sub-VP", "VE"])
     p.add_argument("--fewstep-only", action="store_true",
                    help="run only the few-step head to head and put it into the existing --out file")

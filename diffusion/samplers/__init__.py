@@ -17,11 +17,12 @@ over the eps model, and ``sample``, the one entry point scripts call.
 
 Every sampler walks ``process.timesteps(steps, spacing)`` from t_max to t_min and ends with one step to the
 clean data (x0_pred at t_min), so a one-evaluation-per-step sampler costs exactly ``steps`` model calls. The
-exception is the multistep solvers (``dpmpp_2m``, ``dpmpp_3m``, ``unipc``, ``ipndm``, ``dpmpp_2m_sde``): each spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times and
-returns x at t_min (the DPM-Solver authors' layout, which measured better at 5-10 NFE). A
-sampler's options are its keyword-only parameters (``sampler_options``; ``configs/sampler/<name>.yaml`` lists
-them with their defaults). Every sampler takes ``timesteps=``: explicit times (or a schedule file from
-``optimize_timesteps``, ``gits.py``) in place of ``steps`` and ``spacing``. Randomness comes only from the ``generator``, in a fixed order of draws.
+exception is the multistep solvers (``dpmpp_2m``, ``dpmpp_3m``, ``unipc``, ``ipndm``, ``dpmpp_2m_sde``): each
+spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times and returns x at t_min (the
+DPM-Solver authors' layout, which measured better at 5-10 NFE). A sampler's options are its keyword-only
+parameters (``sampler_options``; ``configs/sampler/<name>.yaml`` lists them with their defaults). Every sampler
+takes ``timesteps=``: explicit times (or a schedule file from ``optimize_timesteps``, ``gits.py``) in place of
+``steps`` and ``spacing``. Randomness comes only from the ``generator``, in a fixed order of draws.
 """
 from __future__ import annotations
 

@@ -48,3 +48,21 @@ def test_bad_requests():
         optimize_timesteps(process, lambda x, t: x, (1, 2), 5, sampler="heun")
     with pytest.raises(ValueError, match="steps must be an integer"):
         optimize_timesteps(process, lambda x, t: x, (1, 2), 200, fine_steps=100)
+
+
+@pytest.mark.slow
+def test_refine_lowers_the_error_on_new_draws():
+    """refine (coordinate descent on UniPC's own end error over the 256 fitting draws) also lowers it on 1000 other
+    draws, at 5 NFE on a wide 16-D mixture (measured 0.76 -> 0.46 for UniPC-3; the DDPM process)."""
+    gm = GaussianMixture.random(16, k=8, scale=(0.1, 0.5), seed=1)
+    process = processes.DDPM("linear", 1000)
+    model = gm.eps_model(process)
+    x_T = process.prior_sample((1000, 16), torch.Generator().manual_seed(0))
+    reference = sample(process, model, None, "dpmpp_3m", 200, x_T=x_T)
+    errors = []
+    for refine in (0, 4):
+        ts = optimize_timesteps(process, model, (1, 16), 5, sampler="unipc", refine=refine,
+                                generator=torch.Generator().manual_seed(1))
+        errors.append(float((sample(process, model, None, "unipc", x_T=x_T, timesteps=ts) - reference)
+                            .norm(dim=1).mean()))
+    assert errors[1] < 0.8 * errors[0], errors
