@@ -175,8 +175,11 @@ def schedule(cfg: DictConfig) -> dict:
     steps = int(cfg.steps if cfg.steps is not None else cfg.sampler.steps if cfg.sampler is not None else 10)
     check_samplers(process, [name], key="sampler")
     shape, _ = cli.sample_shape(train_cfg)
+    options = {k: v for k, v in (OmegaConf.to_container(cfg.sampler) if cfg.sampler is not None else {}).items()
+               if k not in ("name", "steps", "timesteps", "spacing")}
     out, times = fit_schedule(process, model, shape, name, steps, _out_dir(cfg, path) / "schedules", n=int(cfg.n),
-                              seed=int(cfg.seed), device=device)
+                              seed=int(cfg.seed), device=device, fine_steps=int(cfg.schedule.fine_steps),
+                              refine=int(cfg.schedule.refine), options=options)
     print(f"{name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "
           f"`python sample.py ckpt={cfg.ckpt} sampler={name} sampler.timesteps={out}`")
     return {"path": out, "timesteps": times}

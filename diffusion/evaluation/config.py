@@ -67,6 +67,12 @@ class SweepConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    fine_steps: int = 100  # candidate times (a logsnr grid) and steps of the reference solve
+    refine: int = 4  # sweeps of coordinate descent on the sampler's own error after the GITS path (0: plain GITS)
+
+
+@dataclass
 class FIDConfig:
     inception: str = "auto"  # auto (when the Inception weights can be had) | true (required) | false
     digit_fd: str = "auto"  # auto (1x28x28 MNIST digits) | true | false
@@ -92,6 +98,7 @@ class EvaluateConfig:
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     fid: FIDConfig = field(default_factory=FIDConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 def register() -> None:
