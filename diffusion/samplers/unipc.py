@@ -21,6 +21,14 @@ Layout as dpmpp_2m (``dpm_solver.py``): ``steps + 1`` times, the model called at
 t_min; NFE == steps. Warm-up at orders 1, 2, ... and, below 15 steps (``common.HIGH_ORDER_FINAL_BELOW``), lower-order final steps (order <= steps - i),
 as the authors' code and diffusers' ``UniPCMultistepScheduler`` do, and second order after a 3x jump in step size
 (``common.multistep_order``: GITS grids have such jumps).
+
+Defaults (``benchmarks/samplers.md``, few-step head to head: 4 mixtures of different dimension, widths and
+weights x DDPM, VP, sub-VP, VE, at 5, 6, 10 NFE, FD / floor - 1 averaged over 3 x_T draws): order 2, bh2, logsnr.
+On the fixed grids order 2 beats order 3 at 5-6 NFE (DDPM, logsnr: 8.3 / 4.6 against 11.7 / 21.5) and bh1 is
+unstable on logsnr (85 at 5 NFE); on a fitted grid (``optimize_timesteps(sampler="unipc", refine=4)``) order 3
+is best on DDPM and VP (1.4 / 0.94 / 0.13 at 5 / 6 / 10 NFE) and order 2 on sub-VP and VE at 5 NFE: the
+``fewstep`` preset (configs/sampler/fewstep.yaml) is order 3 for use with a fitted grid. logsnr is poor on sub-VP
+at 5-6 NFE (84 / 17; uniform 5.3 / 2.3): its lambda range there is twice VP's.
 """
 from __future__ import annotations
 
@@ -70,7 +78,7 @@ def uni_step(x: Tensor, m: list[Tensor], lam: list[float], lam_s: float, sigma_r
 
 
 def unipc(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
-          progress: bool = False, *, order: int = 3, variant: str = "bh2", corrector: bool = True,
+          progress: bool = False, *, order: int = 2, variant: str = "bh2", corrector: bool = True,
           spacing: str = "logsnr", timesteps: Timesteps = None) -> Tensor:
     """UniPC-``order`` (UniP predictor, then UniC unless ``corrector=False``) with B(h) ``variant`` (bh1 | bh2)
     from t_max to x at t_min over ``steps + 1`` times (``timesteps`` replaces steps and spacing); NFE == steps."""

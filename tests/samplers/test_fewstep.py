@@ -32,6 +32,7 @@ def _errors(gm, process, name, steps_list, **options):
     model = gm.eps_model(process)
     x_T = process.prior_std() * torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     exact = decode(process, model, x_T, rtol=1e-10, atol=1e-10)
+    options = {"spacing": "logsnr", **options}
     return [float((sample(process, model, None, name, n, x_T=x_T, **options) - exact).norm(dim=1).mean())
             for n in steps_list]
 
