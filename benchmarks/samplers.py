@@ -47,6 +47,7 @@ import argparse
 import contextlib
 import datetime
 import importlib
+import importlib.machinery
 import importlib.util
 import math
 import platform
@@ -142,7 +143,7 @@ def diffusers_run(cls, model, x_T: Tensor, **config) -> Run:
     return run
 
 
-def k_diffusion_run(kd_sampling, fn_name: str, model, vp, x_T: Tensor) -> Run:
+def k_diffusion_run(kd_sampling, fn_name: str, model, vp, x_T: Tensor, sigmas: str = "karras", **solver_kwargs) -> Run:
     """k-diffusion works in x / alpha with sigma = sigma_VP / alpha (Karras et al. 2022, eq. 4 with s = alpha)."""
     ends = torch.tensor([vp.t_max, vp.t_min], dtype=torch.float64)
     alpha_T = float(vp.alpha(ends[:1]))
@@ -161,8 +162,9 @@ def k_diffusion_run(kd_sampling, fn_name: str, model, vp, x_T: Tensor) -> Run:
 
         # Heun: 2 evaluations per step, 1 on the last (Euler to sigma = 0): 2 m - 1 for m sigmas
         m = (nfe + 1) // 2 if evals_per_step == 2 else nfe
-        sigmas = kd_sampling.get_sigmas_karras(m, sigma_min, sigma_max, rho=7.0).to(x_T.dtype)
-        x = solver(denoiser, x_T / alpha_T, sigmas, disable=True)
+        grid = (kd_sampling.get_sigmas_karras(m, sigma_min, sigma_max, rho=7.0) if sigmas == "karras" else
+                kd_sampling.get_sigmas_exponential(m, sigma_min, sigma_max)).to(x_T.dtype)
+        x = solver(denoiser, x_T / alpha_T, grid, disable=True, **solver_kwargs)
         return x, counter.nfe
     return run
 
@@ -193,7 +195,9 @@ def load_k_diffusion():
         package.__path__ = list(spec.submodule_search_locations)
         sys.modules["k_diffusion"] = package
         if importlib.util.find_spec("torchsde") is None:
-            sys.modules["torchsde"] = types.ModuleType("torchsde")
+            stand_in = types.ModuleType("torchsde")
+            stand_in.__spec__ = importlib.machinery.ModuleSpec("torchsde", None)  # diffusers probes find_spec
+            sys.modules["torchsde"] = stand_in
         try:
             module = importlib.import_module("k_diffusion.sampling")
         except Exception as err2:  # noqa: BLE001
@@ -490,13 +494,20 @@ def fewstep_mixtures(args) -> dict[str, GaussianMixture]:
             "2-D, 3 (0.1-0.3)": GaussianMixture.random(2, k=3, scale=(0.1, 0.3), seed=args.seed)}
 
 
-def _diffusers_peers(eps_ddpm, x_T) -> dict[str, Run]:
+def _diffusers_peers(eps_ddpm, x_T, ddpm=None, kd=None) -> dict[str, Run]:
+    runs = {}
+    if kd is not None:  # k-diffusion in x / alpha with sigma = sigma_DDPM / alpha, Karras or exponential (logsnr) sigmas
+        for grid in ("karras", "exponential"):
+            runs[f"k-diffusion dpmpp_2m {grid}"] = k_diffusion_run(kd, "sample_dpmpp_2m", eps_ddpm, ddpm, x_T, grid)
+            runs[f"k-diffusion dpmpp_3m_sde eta=0 {grid}"] = k_diffusion_run(
+                kd, "sample_dpmpp_3m_sde", eps_ddpm, ddpm, x_T, grid, eta=0.0,
+                noise_sampler=lambda sigma, sigma_next: torch.zeros_like(x_T))
+            runs[f"k-diffusion lms {grid}"] = k_diffusion_run(kd, "sample_lms", eps_ddpm, ddpm, x_T, grid)
     try:
         import diffusers
     except ImportError as err:
         note(f"diffusers skipped: {err}")
-        return {}
-    runs = {}
+        return runs
     for karras in (False, True):
         tag = " karras" if karras else ""
         for order in (2, 3):
@@ -537,9 +548,11 @@ def fewstep_section(args) -> list[str]:
              "UniPC, DPM-Solver++ and DEIS multistep schedulers (orders 2 and 3, default and karras sigmas; UniPC and "
              "DPM++ also with `final_sigmas_type=sigma_min`, \"ends at t=0\": our solvers' layout, the last step to "
              "t = 0 instead of to sigma = 0; UniPC bh1 only so, as its last step to sigma = 0 is NaN) on "
-             "DDPM(linear, 1000). The official DPM-Solver and k-diffusion rows of the tables above were not re-run "
-             "here (not installed on this machine; see Notes).", ""]
+             "DDPM(linear, 1000); k-diffusion's dpmpp_2m, dpmpp_3m_sde (eta = 0: the 3M ODE solver) and lms on Karras and "
+             "exponential (= logsnr) sigmas, our DDPM eps model wrapped as an EDM denoiser. The official DPM-Solver "
+             "was not run (its file is not on this machine; see Notes).", ""]
     summary = {}  # (mixture, process, label, nfe) -> mean excess
+    kd = load_k_diffusion()
     started = time.perf_counter()
     for mname, gm in fewstep_mixtures(args).items():
         target = Target(gm, n, args.floor_draws, args.seed)
@@ -569,7 +582,7 @@ def fewstep_section(args) -> list[str]:
                     if label in fitted:
                         runs[f"ours {label} gits+refine"] = _grid_run(proc, eps, x_T, name, opts, fitted[label])
                 if pname == "DDPM":
-                    runs.update(_diffusers_peers(eps, x_T))
+                    runs.update(_diffusers_peers(eps, x_T, proc, kd))
                 for label, run in runs.items():
                     for k in nfes:
                         try:
@@ -619,7 +632,7 @@ def _fewstep_tables(summary: dict, nfes, args) -> list[str]:
     lines.append("")
     # 2. aims
     ours_l = [lb for lb in labels if lb.startswith("ours")]
-    peers_l = [lb for lb in labels if lb.startswith("diffusers")]
+    peers_l = [lb for lb in labels if lb.startswith(("diffusers", "k-diffusion"))]
     lines += ["### Aims (mean excess over the mixtures, DDPM(linear))", ""]
     for k in nfes:
         key = lambda lb: _nan_inf(mean.get((lb, k), float("nan")))  # noqa: E731
