@@ -16,6 +16,12 @@ them all. GITS finds it by dynamic programming:
    fixed number of edges: O(steps N^2)). For samplers that end with a denoising step (ddim, euler_maruyama, pc,
    ddpm) the path has steps - 1 edges to any k, plus the cost of denoising there, || x0_pred(x_k) - x_0 ||.
 
+4. **Refine** (``refine`` > 0, beyond GITS). The first-order costs ignore what a higher-order solver does with
+   the grid, so each inner time then moves one fine index at a time while ``sampler``'s own end error on the same
+   n draws falls. On the few-step benchmark (``benchmarks/samplers.md``) this takes UniPC-3 from 5.3 to 1.4
+   (FD / floor - 1 at 5 NFE, DDPM, mean of 4 mixtures); for iPNDM, whose fixed weights GITS suits, it helps on
+   sub-VP and at 10 NFE but not at 5-6 NFE on DDPM (2.4 -> 3.1).
+
 The cost is N + 1 model calls on n samples (n = 256, N = 100: the price of sampling 5k images at 5 NFE), and the
 grid then serves any number of samples. GITS picks the grid with first-order local errors and uses it with higher-
 order solvers (the paper's iPNDM, 8.38 FID at 5 NFE on CIFAR-10 against 13.59 on the default grid): the local
@@ -47,8 +53,10 @@ def optimize_timesteps(process: Process, model: Callable[..., Tensor], shape: tu
                        dtype: torch.dtype = torch.float32) -> list[float]:
     """GITS: ``steps``-NFE times for ``sampler`` (steps + 1 times for the multistep solvers, which stop at the
     last; ``steps`` for the others, which denoise after the last), chosen on ``n`` draws of the prior of ``shape``
-    (a batch shape as for ``sample``; its first entry is replaced by n). Pass the result as
-    ``timesteps=``. Costs fine_steps + 1 model calls on n samples (+1 for the denoising samplers)."""
+    (a batch shape as for ``sample``; its first entry is replaced by n). Pass the result as ``timesteps=``.
+    Costs fine_steps + 1 model calls on n samples (+1 for the denoising samplers). ``refine`` > 0 then runs
+    that many sweeps of coordinate descent on ``sampler``'s own end error (with its ``options``) on the same n
+    draws: at most 2 (steps - 1) sampler runs per sweep."""
     from diffusion.samplers import SAMPLERS, sample
 
     if sampler not in SAMPLERS:
