@@ -618,7 +618,7 @@ def _fewstep_tables(summary: dict, nfes, args) -> list[str]:
               "|---|" + "---:|" * (len(nfes) * (len(mixtures) + 1))]
     mean = {}
     for lb in labels:
-        cells, ok = [], True
+        cells = []
         for k in nfes:
             for m in mixtures:
                 v = summary.get((m, "DDPM", lb, k), float("nan"))
