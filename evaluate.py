@@ -6,6 +6,7 @@
     python evaluate.py ckpt=runs/<run> task=sweep sweep.samplers=[ddim,dpmpp_2m] sweep.steps=[5,10,20] n=1000
     python evaluate.py task=fid samples=runs/<run>/samples/ddim_50_seed0/samples.npz [ckpt=runs/<run> | data=cifar10]
     python evaluate.py task=fid samples=my_pngs/ data=folder data.root=real_pngs/ data.image_size=64
+    python evaluate.py ckpt=runs/<run> task=schedule sampler=ipndm steps=5   # GITS grid -> eval/schedules/ipndm_5.json
 
 Results go to <run>/eval/ (likelihood.md|json, sweep/sweep.md|json|png, fid.json) and the tables are printed.
 Quality: FID and KID through torch-fidelity's Inception when its weights can be had (else "n/a" with a one-line
@@ -181,7 +182,26 @@ def fid(cfg: DictConfig) -> dict:
     return result
 
 
-TASKS = {"likelihood": likelihood, "sweep": sweep, "fid": fid}
+def schedule(cfg: DictConfig) -> dict:
+    from diffusion.evaluation.schedule import fit_schedule
+    from diffusion.samplers import SamplerSpec, sampler_from_config
+
+    trained, device = _load(cfg)
+    spec = sampler_from_config(cfg.sampler) if cfg.sampler is not None else SamplerSpec("ipndm", 10)
+    steps = int(cfg.steps) if cfg.steps is not None else spec.steps
+    spec.check(trained.process)
+    shape, _ = trained.shape()
+    options = {k: v for k, v in spec.options.items() if k not in ("timesteps", "spacing")}
+    out, times = fit_schedule(trained.process, trained.model, shape, spec.name, steps,
+                              _out_dir(cfg, trained.path) / "schedules", n=int(cfg.n), seed=int(cfg.seed),
+                              device=device, fine_steps=int(cfg.schedule.fine_steps), refine=int(cfg.schedule.refine),
+                              options=options)
+    print(f"{spec.name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "
+          f"`python sample.py ckpt={cfg.ckpt} sampler={spec.name} sampler.timesteps={out}`")
+    return {"path": out, "timesteps": times}
+
+
+TASKS = {"likelihood": likelihood, "sweep": sweep, "fid": fid, "schedule": schedule}
 
 
 def run(cfg: DictConfig) -> dict:

@@ -3,6 +3,8 @@
 
     python sample.py ckpt=runs/<run>                                  # 64 samples, DDIM 50 steps, EMA weights
     python sample.py ckpt=runs/<run> sampler=dpmpp_2m sampler.steps=20 n=16 seed=1 out=samples/dpm
+    python sample.py ckpt=runs/<run> sampler=fewstep sampler.timesteps=runs/<run>/eval/schedules/unipc_6.json
+                     # recommended for 5-20 NFE: UniPC-3 on a grid fitted by evaluate.py task=schedule sampler=fewstep
     python sample.py ckpt=runs/<run> sampler=ode sampler.rtol=1e-4 sampler.atol=1e-4
     python sample.py ckpt=runs/<run> sampler=pc sampler.snr=0.16      # predictor-corrector
     python sample.py ckpt=runs/<run> n=50000 batch_size=500           # for FID: streams batches, resumable

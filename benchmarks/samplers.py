@@ -47,6 +47,7 @@ import argparse
 import contextlib
 import datetime
 import importlib
+import importlib.machinery
 import importlib.util
 import math
 import platform
@@ -142,7 +143,7 @@ def diffusers_run(cls, model, x_T: Tensor, **config) -> Run:
     return run
 
 
-def k_diffusion_run(kd_sampling, fn_name: str, model, vp, x_T: Tensor) -> Run:
+def k_diffusion_run(kd_sampling, fn_name: str, model, vp, x_T: Tensor, sigmas: str = "karras", **solver_kwargs) -> Run:
     """k-diffusion works in x / alpha with sigma = sigma_VP / alpha (Karras et al. 2022, eq. 4 with s = alpha)."""
     ends = torch.tensor([vp.t_max, vp.t_min], dtype=torch.float64)
     alpha_T = float(vp.alpha(ends[:1]))
@@ -161,8 +162,9 @@ def k_diffusion_run(kd_sampling, fn_name: str, model, vp, x_T: Tensor) -> Run:
 
         # Heun: 2 evaluations per step, 1 on the last (Euler to sigma = 0): 2 m - 1 for m sigmas
         m = (nfe + 1) // 2 if evals_per_step == 2 else nfe
-        sigmas = kd_sampling.get_sigmas_karras(m, sigma_min, sigma_max, rho=7.0).to(x_T.dtype)
-        x = solver(denoiser, x_T / alpha_T, sigmas, disable=True)
+        grid = (kd_sampling.get_sigmas_karras(m, sigma_min, sigma_max, rho=7.0) if sigmas == "karras" else
+                kd_sampling.get_sigmas_exponential(m, sigma_min, sigma_max)).to(x_T.dtype)
+        x = solver(denoiser, x_T / alpha_T, grid, disable=True, **solver_kwargs)
         return x, counter.nfe
     return run
 
@@ -193,7 +195,9 @@ def load_k_diffusion():
         package.__path__ = list(spec.submodule_search_locations)
         sys.modules["k_diffusion"] = package
         if importlib.util.find_spec("torchsde") is None:
-            sys.modules["torchsde"] = types.ModuleType("torchsde")
+            stand_in = types.ModuleType("torchsde")
+            stand_in.__spec__ = importlib.machinery.ModuleSpec("torchsde", None)  # diffusers probes find_spec
+            sys.modules["torchsde"] = stand_in
         try:
             module = importlib.import_module("k_diffusion.sampling")
         except Exception as err2:  # noqa: BLE001
@@ -461,6 +465,224 @@ def plot(data: dict, target: Target, path: Path, args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# few-step head to head (issue 13): several mixtures, several x_T draws, every grid, GITS, diffusers' multistep
+# ---------------------------------------------------------------------------------------------------------------
+FEWSTEP_NFES = (5, 6, 10)
+FEWSTEP_GRIDS = ("logsnr", "uniform", "karras", "gits")
+FEWSTEP_OURS = {  # label: (sampler, options)
+    "dpmpp_2m": ("dpmpp_2m", {}),
+    "dpmpp_3m": ("dpmpp_3m", {}),
+    "unipc-3 bh2": ("unipc", dict(order=3, variant="bh2")),
+    "unipc-3 bh1": ("unipc", dict(order=3, variant="bh1")),
+    "unipc-2 bh2": ("unipc", dict(order=2, variant="bh2")),
+    "unipc-2 bh1": ("unipc", dict(order=2, variant="bh1")),
+    "ipndm": ("ipndm", {}),
+    "ipndm (variable step)": ("ipndm", dict(variable_step=True)),
+}
+#: run on every process (the rest of FEWSTEP_OURS on DDPM only); the first three also on a grid fitted to them
+FEWSTEP_CANDIDATES = ("ipndm", "unipc-2 bh2", "unipc-3 bh2", "dpmpp_3m", "dpmpp_2m")
+FEWSTEP_REFINED = ("ipndm", "unipc-2 bh2", "unipc-3 bh2")
+
+
+def fewstep_mixtures(args) -> dict[str, GaussianMixture]:
+    """Targets of different shapes: dimension, component widths and weights."""
+    skewed = GaussianMixture.random(8, k=4, scale=(0.03, 0.3), seed=args.seed + 7)
+    skewed = GaussianMixture(torch.tensor([0.7, 0.2, 0.07, 0.03], dtype=torch.float64), skewed.means, skewed.covs)
+    return {"64-D, 4 narrow (0.01-0.1)": GaussianMixture.random(64, k=4, scale=(0.01, 0.1), seed=args.seed),
+            "16-D, 8 wide (0.1-0.5)": GaussianMixture.random(16, k=8, scale=(0.1, 0.5), seed=args.seed + 1),
+            "8-D, 4 skewed weights 0.7/0.2/0.07/0.03": skewed,
+            "2-D, 3 (0.1-0.3)": GaussianMixture.random(2, k=3, scale=(0.1, 0.3), seed=args.seed)}
+
+
+def _diffusers_peers(eps_ddpm, x_T, ddpm=None, kd=None) -> dict[str, Run]:
+    runs = {}
+    if kd is not None:  # k-diffusion in x / alpha with sigma = sigma_DDPM / alpha, Karras or exponential (logsnr) sigmas
+        for grid in ("karras", "exponential"):
+            runs[f"k-diffusion dpmpp_2m {grid}"] = k_diffusion_run(kd, "sample_dpmpp_2m", eps_ddpm, ddpm, x_T, grid)
+            runs[f"k-diffusion dpmpp_3m_sde eta=0 {grid}"] = k_diffusion_run(
+                kd, "sample_dpmpp_3m_sde", eps_ddpm, ddpm, x_T, grid, eta=0.0,
+                noise_sampler=lambda sigma, sigma_next: torch.zeros_like(x_T))
+            runs[f"k-diffusion lms {grid}"] = k_diffusion_run(kd, "sample_lms", eps_ddpm, ddpm, x_T, grid)
+    try:
+        import diffusers
+    except ImportError as err:
+        note(f"diffusers skipped: {err}")
+        return runs
+    for karras in (False, True):
+        tag = " karras" if karras else ""
+        for order in (2, 3):
+            for variant in ("bh1", "bh2"):
+                for final in ("zero", "sigma_min"):
+                    if variant == "bh1" and final == "zero":
+                        continue  # B(h) = h is infinite on a last step to sigma = 0: diffusers returns NaN
+                    end = "" if final == "zero" else " ends at t=0"
+                    runs[f"diffusers UniPC-{order} {variant}{tag}{end}"] = diffusers_run(
+                        diffusers.UniPCMultistepScheduler, eps_ddpm, x_T, solver_order=order, solver_type=variant,
+                        use_karras_sigmas=karras, final_sigmas_type=final)
+            for final in ("zero", "sigma_min"):
+                end = "" if final == "zero" else " ends at t=0"
+                runs[f"diffusers DPM++({order}M){tag}{end}"] = diffusers_run(
+                    diffusers.DPMSolverMultistepScheduler, eps_ddpm, x_T, algorithm_type="dpmsolver++",
+                    solver_order=order, use_karras_sigmas=karras, final_sigmas_type=final)
+            runs[f"diffusers DEIS-{order}{tag}"] = diffusers_run(
+                diffusers.DEISMultistepScheduler, eps_ddpm, x_T, solver_order=order, use_karras_sigmas=karras)
+    return runs
+
+
+def fewstep_section(args) -> list[str]:
+    """FD / floor - 1 (the excess over n exact samples) at 5, 6, 10 NFE, mean over ``--fewstep-draws`` x_T draws,
+    on every mixture; ours on DDPM(linear) (the peers' process), VP, sub-VP and VE; peers on DDPM(linear)."""
+    from diffusion.samplers import optimize_timesteps
+    procs = {"DDPM": processes.DDPM("linear", 1000), "VP": processes.VPSDE(), "sub-VP": processes.SubVPSDE(),
+             "VE": processes.VESDE()}
+    nfes, draws, n = args.fewstep_nfes, args.fewstep_draws, args.n
+    lines = ["## Few-step samplers head to head (FD / floor - 1: excess over exact samples; lower is better)", "",
+             f"Mean over {draws} x_T draws of {n} samples (the same x_T for every row of a draw). Ours: every sampler "
+             "on every grid on DDPM, the candidates on every process; `gits` = `optimize_timesteps(sampler=ipndm)` "
+             "fitted on 256 other prior draws (fine grid 100 logsnr steps; its 101 calls on 256 samples are not "
+             "counted in the NFE); `gits+refine` = `optimize_timesteps(sampler=<that sampler>, refine="
+             f"{args.fewstep_refine})`, the GITS grid then moved one fine step at a time while the sampler's own "
+             "end error on the fitting draws falls (about 2 x steps sampler runs per sweep on 256 samples, also not "
+             "counted). The reference row is the ODE limit of the same x_T: the FD that more steps converge to. "
+             "Peers: diffusers' "
+             "UniPC, DPM-Solver++ and DEIS multistep schedulers (orders 2 and 3, default and karras sigmas; UniPC and "
+             "DPM++ also with `final_sigmas_type=sigma_min`, \"ends at t=0\": our solvers' layout, the last step to "
+             "t = 0 instead of to sigma = 0; UniPC bh1 only so, as its last step to sigma = 0 is NaN) on "
+             "DDPM(linear, 1000); k-diffusion's dpmpp_2m, dpmpp_3m_sde (eta = 0: the 3M ODE solver) and lms on Karras and "
+             "exponential (= logsnr) sigmas, our DDPM eps model wrapped as an EDM denoiser. The official DPM-Solver "
+             "was not run (its file is not on this machine; see Notes).", ""]
+    summary = {}  # (mixture, process, label, nfe) -> mean excess
+    kd = load_k_diffusion()
+    started = time.perf_counter()
+    for mname, gm in fewstep_mixtures(args).items():
+        target = Target(gm, n, args.floor_draws, args.seed)
+        dim = gm.d
+        for pname, proc in procs.items():
+            if pname not in args.fewstep_processes:
+                continue
+            eps = gm.eps_model(proc)
+            fit = dict(n=256, generator=torch.Generator().manual_seed(args.seed + 50))
+            gits = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", **fit) for k in nfes}
+            fitted = {label: {k: optimize_timesteps(proc, eps, (1, dim), k, sampler=FEWSTEP_OURS[label][0],
+                                                    options=FEWSTEP_OURS[label][1], refine=args.fewstep_refine, **fit)
+                              for k in nfes} for label in FEWSTEP_REFINED}
+            table: dict[str, dict[int, list[float]]] = {}
+            for draw in range(draws):
+                x_T = proc.prior_sample((n, dim), torch.Generator().manual_seed(args.seed + 200 + draw))
+                limit = sample(proc, eps, None, "dpmpp_3m", 200, x_T=x_T)
+                runs: dict[str, Run] = {"reference: ODE limit (dpmpp_3m, 200 steps)": lambda k, x=limit: (x, k)}
+                for label, (name, opts) in FEWSTEP_OURS.items():
+                    if pname != "DDPM" and label not in FEWSTEP_CANDIDATES:
+                        continue
+                    for grid in FEWSTEP_GRIDS:
+                        if grid == "gits":
+                            runs[f"ours {label} gits"] = _grid_run(proc, eps, x_T, name, opts, gits)
+                        elif pname == "DDPM" or grid in ("logsnr", "uniform"):
+                            runs[f"ours {label} {grid}"] = ours(proc, eps, x_T, name, spacing=grid, **opts)
+                    if label in fitted:
+                        runs[f"ours {label} gits+refine"] = _grid_run(proc, eps, x_T, name, opts, fitted[label])
+                if pname == "DDPM":
+                    runs.update(_diffusers_peers(eps, x_T, proc, kd))
+                for label, run in runs.items():
+                    for k in nfes:
+                        try:
+                            x, counted = run(k)
+                            r = target.ratio(x) - 1 if counted == k else float("nan")
+                        except (ValueError, AssertionError):
+                            r = float("nan")
+                        table.setdefault(label, {}).setdefault(k, []).append(r)
+            for label, row in table.items():
+                for k in nfes:
+                    summary[(mname, pname, label, k)] = float(torch.tensor(row[k]).mean())
+            print(f"  few-step {mname} / {pname}: {time.perf_counter() - started:.0f} s", flush=True)
+    lines += _fewstep_tables(summary, nfes, args)
+    return lines
+
+
+def _grid_run(proc, eps, x_T, name, opts, grids) -> Run:
+    def run(nfe: int):
+        counter = CountingModel(eps)
+        x = sample(proc, counter, None, name, x_T=x_T, timesteps=grids[nfe], **opts)
+        return x, counter.nfe
+    return run
+
+
+def _fewstep_tables(summary: dict, nfes, args) -> list[str]:
+    mixtures = list(dict.fromkeys(m for m, _, _, _ in summary))
+    labels = list(dict.fromkeys(lb for _, _, lb, _ in summary))
+    lines = []
+    # 1. DDPM(linear): ours and peers, per mixture, and the mean over mixtures
+    lines += ["### DDPM(linear, 1000): ours against the peers", "",
+              "| sampler | " + " | ".join(f"{k} NFE {m.split(',')[0]}" for k in nfes for m in mixtures)
+              + " | " + " | ".join(f"{k} NFE mean" for k in nfes) + " |",
+              "|---|" + "---:|" * (len(nfes) * (len(mixtures) + 1))]
+    mean = {}
+    for lb in labels:
+        cells = []
+        for k in nfes:
+            for m in mixtures:
+                v = summary.get((m, "DDPM", lb, k), float("nan"))
+                cells.append(f"{v:.3g}")
+        for k in nfes:
+            vals = [summary.get((m, "DDPM", lb, k), float("nan")) for m in mixtures]
+            mean[(lb, k)] = sum(vals) / len(vals)
+        if all(math.isnan(summary.get((m, "DDPM", lb, nfes[0]), float("nan"))) for m in mixtures):
+            continue
+        lines.append(f"| {lb} | " + " | ".join(cells) + " | " + " | ".join(f"{mean[(lb, k)]:.3g}" for k in nfes) + " |")
+    lines.append("")
+    # 2. aims
+    ours_l = [lb for lb in labels if lb.startswith("ours")]
+    peers_l = [lb for lb in labels if lb.startswith(("diffusers", "k-diffusion"))]
+    lines += ["### Aims (mean excess over the mixtures, DDPM(linear))", ""]
+    for k in nfes:
+        key = lambda lb: _nan_inf(mean.get((lb, k), float("nan")))  # noqa: E731
+        if not peers_l:
+            break
+        bo, bp = min(ours_l, key=key), min(peers_l, key=key)
+        aim = 0.5 * key(bp) if k < 10 else key(bp)
+        lines.append(f"- {k} NFE: best of ours `{bo}` {key(bo):.3g}, best peer `{bp}` {key(bp):.3g}: ratio "
+                     f"{key(bo) / key(bp):.2f} (aim <= {'0.5' if k < 10 else '1'}): "
+                     f"**{'met' if key(bo) <= aim else 'missed'}**")
+        per = []
+        for m in mixtures:
+            get = lambda lb: _nan_inf(summary.get((m, "DDPM", lb, k), float("nan")))  # noqa: E731
+            mo, mp = min(ours_l, key=get), min(peers_l, key=get)
+            per.append(f"{m.split(',')[0]}: `{mo}` {get(mo):.3g} vs `{mp}` {get(mp):.3g}")
+        lines.append("  - per mixture: " + "; ".join(per))
+    lines.append("")
+    # 3. every process: our samplers' spread
+    procs = list(dict.fromkeys(p for _, p, _, _ in summary))
+    lines += ["### Ours on every process: mean excess over the mixtures [min, max over the mixtures]", "",
+              "| sampler | " + " | ".join(f"{p} {k}" for p in procs for k in nfes) + " |",
+              "|---|" + "---:|" * (len(procs) * len(nfes))]
+    for lb in ours_l:
+        cells = []
+        for p in procs:
+            for k in nfes:
+                vals = [summary.get((m, p, lb, k), float("nan")) for m in mixtures]
+                cells.append("-" if all(math.isnan(v) for v in vals) else
+                             f"{sum(vals) / len(vals):.3g} [{min(vals):.2g}, {max(vals):.2g}]")
+        lines.append(f"| {lb} | " + " | ".join(cells) + " |")
+    lines.append("")
+    # 4. rank of each of ours, averaged over every mixture x process x NFE (what the defaults are chosen on)
+    ranks = {lb: [] for lb in ours_l}
+    for m in mixtures:
+        for p in procs:
+            for k in nfes:
+                ran = [lb for lb in ours_l if (m, p, lb, k) in summary]
+                order = sorted(ran, key=lambda lb: _nan_inf(summary[(m, p, lb, k)]))
+                for i, lb in enumerate(order):
+                    ranks[lb].append(i + 1)
+    ranks = {lb: r for lb, r in ranks.items() if r}
+    lines += ["### Mean rank of our configurations over every mixture, process and NFE they ran on (1 = best; "
+              "DDPM-only rows rank among all, the rest among the candidates too)", "",
+              "| configuration | mean rank | worst rank | cases |", "|---|---:|---:|---:|"]
+    for lb in sorted(ranks, key=lambda lb: sum(ranks[lb]) / len(ranks[lb])):
+        lines.append(f"| {lb} | {sum(ranks[lb]) / len(ranks[lb]):.1f} | {max(ranks[lb])} | {len(ranks[lb])} |")
+    return lines + [""]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # likelihood
 # ---------------------------------------------------------------------------------------------------------------
 def hutchpp_divergence(out: Tensor, x: Tensor, v: Tensor) -> Tensor:
@@ -634,6 +856,12 @@ def parse_args(argv=None):
     p.add_argument("--hutchpp-probes", type=int, nargs="+", default=[12])
     p.add_argument("--dpm-solver-path", default="/work/peers/dpm_solver_pytorch.py")
     p.add_argument("--score-sde-path", default="/work/peers/score_sde")
+    p.add_argument("--fewstep-nfes", type=int, nargs="+", default=list(FEWSTEP_NFES))
+    p.add_argument("--fewstep-draws", type=int, default=3, help="x_T draws in the few-step head to head")
+    p.add_argument("--fewstep-refine", type=int, default=4, help="refine sweeps of the per-sampler fitted grids")
+    p.add_argument("--fewstep-processes", nargs="+", default=["DDPM", "VP", "sub-VP", "VE"])
+    p.add_argument("--fewstep-only", action="store_true",
+                   help="run only the few-step head to head and put it into the existing --out file")
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-likelihood", action="store_true")
     p.add_argument("--quick", action="store_true", help="smoke run: small n, short grids, fewer repeats")
@@ -657,6 +885,19 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    if args.fewstep_only:
+        section = ["<!-- fewstep -->", f"Generated by `python benchmarks/samplers.py "
+                   f"{' '.join(sys.argv[1:] if argv is None else argv)}`; " + machine()[0]
+                   + " The machine was shared with other jobs.", ""] + fewstep_section(args)
+        section += [f"- {n}" for n in NOTES] + [f"Run time: {time.perf_counter() - started:.0f} s.", "<!-- /fewstep -->"]
+        out = Path(args.out)
+        old = out.read_text() if out.is_file() else ""
+        head = old.split("<!-- fewstep -->")[0].rstrip() + "\n\n" if old else ""
+        tail = old.split("<!-- /fewstep -->")[1] if "<!-- /fewstep -->" in old else ""
+        text = head + "\n".join(section) + "\n" + tail
+        print("\n".join(section))
+        out.write_text(text)
+        return
     gm = GaussianMixture.random(args.dim, k=args.k, scale=tuple(args.scale), seed=args.seed)
     lines = ["# Samplers and ODE likelihood on an exact Gaussian mixture", "",
              f"Generated by `python benchmarks/samplers.py {' '.join(sys.argv[1:] if argv is None else argv)}`. "

@@ -19,6 +19,7 @@ class Task(Enum):
     likelihood = "likelihood"
     sweep = "sweep"
     fid = "fid"
+    schedule = "schedule"
 
 
 class SampleTask(Enum):
@@ -93,6 +94,12 @@ class SweepConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    fine_steps: int = 100  # candidate times (a logsnr grid) and steps of the reference solve
+    refine: int = 4  # sweeps of coordinate descent on the sampler's own error after the GITS path (0: plain GITS)
+
+
+@dataclass
 class FIDConfig:
     inception: str = "auto"  # auto (when the Inception weights can be had) | true (required) | false
     digit_fd: str = "auto"  # auto (1x28x28 MNIST digits) | true | false
@@ -114,6 +121,10 @@ class EvaluateConfig:
     samples: Optional[str] = None  # task=fid: an .npz of samples or a folder of images
     data: Optional[Any] = None  # task=fid without ckpt: the reference data set, a group option (data=cifar10)
     trust_checkpoint_config: bool = False  # build whatever the checkpoint's config names (default: own classes only)
+    sampler: Optional[Any] = None  # task=schedule: the sampler to fit a grid for, a group option (sampler=ipndm)
+    steps: Optional[int] = None  # task=schedule: its NFE (default: the sampler config's steps)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     fid: FIDConfig = field(default_factory=FIDConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+

@@ -12,12 +12,19 @@ over the eps model, and ``sample``, the one entry point scripts call.
     dpmpp_2m         dpm_solver.py  all                steps                     no
     heun             heun.py        all                2 steps - 1               S_churn > 0
 
+    dpmpp_3m         dpmpp_3m.py    all                steps                     no
+    unipc            unipc.py       all                steps                     no
+    ipndm            ipndm.py       all                steps                     no
+    dpmpp_2m_sde     dpmpp_sde.py   all                steps                     yes
+
 Every sampler walks ``process.timesteps(steps, spacing)`` from t_max to t_min and ends with one step to the
 clean data (x0_pred at t_min), so a one-evaluation-per-step sampler costs exactly ``steps`` model calls. The
-exception is ``dpmpp_2m``: it spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times and
-returns x at t_min (the DPM-Solver authors' layout, which measured better at 5-10 NFE). A
-sampler's options are its keyword-only parameters (``sampler_options``; their defaults live there and nowhere
-else). Randomness comes only from the ``generator``, in a fixed order of draws.
+exception is the multistep solvers (``dpmpp_2m``, ``dpmpp_3m``, ``unipc``, ``ipndm``, ``dpmpp_2m_sde``): each
+spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times and returns x at t_min (the
+DPM-Solver authors' layout, which measured better at 5-10 NFE). A sampler's options are its keyword-only
+parameters (``sampler_options``; their defaults live there and nowhere else). Every sampler takes ``timesteps=``:
+explicit times (or a schedule file from ``optimize_timesteps``, ``gits.py``) in place of ``steps`` and
+``spacing``. Randomness comes only from the ``generator``, in a fixed order of draws.
 
 Adding a sampler: decorate the function with ``@register_sampler()`` (``needs={MARKOV_CHAIN}`` if it walks DDPM's
 discrete chain; see ``registry.py``), import its module here, and add ``configs/sampler/<name>.yaml``.
@@ -42,6 +49,11 @@ from diffusion.samplers.sde import euler_maruyama, pc  # noqa: E402  isort: skip
 from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift  # noqa: E402  isort: skip
 from diffusion.samplers.dpm_solver import dpmpp_2m  # noqa: E402  isort: skip
 from diffusion.samplers.heun import heun  # noqa: E402  isort: skip
+from diffusion.samplers.dpmpp_3m import dpmpp_3m  # noqa: E402  isort: skip
+from diffusion.samplers.unipc import unipc  # noqa: E402  isort: skip
+from diffusion.samplers.ipndm import ipndm  # noqa: E402  isort: skip
+from diffusion.samplers.dpmpp_sde import dpmpp_2m_sde  # noqa: E402  isort: skip
+from diffusion.samplers.gits import optimize_timesteps  # noqa: E402  (after the samplers: it calls sample)
 
 
 class CountingModel:
@@ -139,4 +151,5 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
 __all__ = ["sample", "SAMPLERS", "SamplerSpec", "sampler_from_config", "register_sampler", "check_sampler", "runs_on",
            "samplers_for", "MARKOV_CHAIN", "CountingModel", "guided", "sampler_options",
            "ddpm", "ddim", "ddpm_step", "ddim_step", "euler_maruyama", "pc", "ode", "encode", "decode",
-           "probability_flow_drift", "dpmpp_2m", "heun"]
+           "probability_flow_drift", "dpmpp_2m", "heun", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde",
+           "optimize_timesteps"]

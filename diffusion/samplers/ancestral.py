@@ -28,8 +28,8 @@ from tqdm.auto import trange
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process, posterior
 from diffusion.samplers.registry import MARKOV_CHAIN, check_sampler, register_sampler
-from diffusion.samplers.common import (EpsFn, alpha_sigma, check_choice, grid, model_time, noise_like, t64,
-                                       transition)
+from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, check_choice, grid, model_time, noise_like,
+                                       t64, transition)
 
 VARIANCES = ("beta_tilde", "beta")
 
@@ -62,14 +62,15 @@ def ddim_step(process: Process, x: Tensor, eps: Tensor, t: float, s: float | Non
     return x if c == 0 else x + c * noise
 
 
-@register_sampler(needs={MARKOV_CHAIN}, instead="ddim with eta=1 takes the same posterior step on any process")
+@register_sampler(needs={MARKOV_CHAIN}, instead="ddim with eta=1 is the same posterior step")
 def ddpm(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
-         progress: bool = False, *, variance: str = "beta_tilde", spacing: str = "uniform") -> Tensor:
+         progress: bool = False, *, variance: str = "beta_tilde", spacing: str = "uniform",
+         timesteps: Timesteps = None) -> Tensor:
     """Ancestral sampling with the Bayes posterior; ``steps`` < N respaces the chain (Nichol & Dhariwal 2021),
     the posterior between grid neighbours being exact for any pair s < t. DDPM process only."""
     check_sampler("ddpm", process)
     check_choice("variance", variance, VARIANCES)
-    ts = grid(process, steps, spacing)
+    ts = grid(process, steps, spacing, timesteps)
     for i in trange(len(ts), disable=not progress, desc="ddpm"):
         s = ts[i + 1] if i + 1 < len(ts) else None
         eps = model(x, model_time(ts[i], x)).to(x.dtype)
@@ -79,11 +80,11 @@ def ddpm(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch
 
 @register_sampler()
 def ddim(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
-         progress: bool = False, *, eta: float = 0.0, spacing: str = "default") -> Tensor:
+         progress: bool = False, *, eta: float = 0.0, spacing: str = "default", timesteps: Timesteps = None) -> Tensor:
     """DDIM with stochasticity eta in [0, 1] (0: deterministic; 1 on all N DDPM steps: DDPM itself)."""
     if not 0.0 <= eta <= 1.0:
         raise ConfigError(f"eta must be in [0, 1], got {eta}")
-    ts = grid(process, steps, spacing)
+    ts = grid(process, steps, spacing, timesteps)
     for i in trange(len(ts), disable=not progress, desc="ddim"):
         s = ts[i + 1] if i + 1 < len(ts) else None
         eps = model(x, model_time(ts[i], x)).to(x.dtype)

@@ -6,7 +6,8 @@ computed once per step by the process and applied as Python floats: the state ke
 from __future__ import annotations
 
 import math
-from typing import Callable
+import os
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -68,11 +69,81 @@ def eps_and_x0(process: Process, model: EpsFn, x: Tensor, t: float) -> tuple[Ten
     return eps, (x - sigma * eps) / alpha
 
 
-def grid(process: Process, steps: int, spacing: str) -> list[float]:
-    """``steps`` model times from t_max down to t_min; the sampler ends with one step to the clean data."""
+#: what a sampler's ``timesteps=`` option accepts: explicit times, or the path of a schedule file (``gits.py``)
+Timesteps = Sequence[float] | Tensor | str | os.PathLike | None
+
+
+def grid(process: Process, steps: int, spacing: str, timesteps: Timesteps = None) -> list[float]:
+    """``steps`` model times from t_max down to t_min; the sampler ends with one step to the clean data.
+
+    Every sampler's grid goes through here, so every sampler takes ``timesteps=``: explicit times (a list, a
+    tensor, or the path of a JSON schedule written by ``optimize_timesteps``) replace ``steps`` and ``spacing``,
+    and ``grid(p, n, sp, p.timesteps(n, sp))`` is ``grid(p, n, sp)``."""
+    if timesteps is not None:
+        return check_timesteps(process, timesteps)
     if int(steps) != steps or steps < 1:
         raise ConfigError(f"steps must be a positive integer, got {steps!r}")
     return process.timesteps(int(steps), spacing).tolist()
+
+
+def solver_grid(process: Process, steps: int, spacing: str, timesteps: Timesteps, name: str) -> list[float]:
+    """The ``steps + 1`` times of the multistep solvers (dpmpp_2m, unipc, ...), which evaluate the model at all but
+    the last and stop there; explicit ``timesteps`` (at least 2) replace steps and spacing (NFE = len - 1)."""
+    if timesteps is not None:
+        ts = check_timesteps(process, timesteps)
+        if len(ts) < 2:
+            raise ConfigError(f"{name} needs at least 2 timesteps (it stops at the last), got {len(ts)}")
+        return ts
+    if int(steps) != steps or steps < 1:
+        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+    try:
+        return grid(process, int(steps) + 1, spacing)
+    except ValueError as err:  # the message names steps + 1, which the caller never passed
+        raise ConfigError(f"{name} with steps={steps} walks {int(steps) + 1} times: {err}") from None
+
+
+def check_timesteps(process: Process, timesteps: Timesteps) -> list[float]:
+    """Explicit times as floats: finite, strictly decreasing, within [min(t_eps, t_min), t_max] of ``process``.
+    A str or path is a schedule file (``gits.load_timesteps``)."""
+    if isinstance(timesteps, (str, os.PathLike)):
+        from diffusion.samplers.gits import load_timesteps  # a file written by optimize_timesteps
+
+        timesteps = load_timesteps(timesteps)
+    ts = [float(t) for t in (timesteps.tolist() if isinstance(timesteps, Tensor) else timesteps)]
+    if not ts:
+        raise ConfigError("timesteps is empty: give the times to walk, from t_max down")
+    if not all(math.isfinite(t) for t in ts) or any(b >= a for a, b in zip(ts, ts[1:])):
+        raise ConfigError(f"timesteps must be finite and strictly decreasing, got {ts}")
+    lo, hi = min(process.t_eps, process.t_min), process.t_max
+    if ts[0] > hi * (1 + 1e-9) or ts[-1] < lo * (1 - 1e-9):
+        raise ConfigError(f"timesteps must lie in [{lo:g}, {hi:g}] for {process!r}, got {ts[0]:g} ... {ts[-1]:g}")
+    return ts
+
+
+#: below this many steps the third-order multistep solvers (dpmpp_3m, unipc) lower their order over the last
+#: steps (order <= steps - i): with 10 steps on a uniform-in-t grid, the last step spans half the log-SNR range
+#: and a third-order extrapolation from the short steps before it diverges (measured: FD 100x the 15-step one).
+#: diffusers uses 15 for its DPM-Solver (10 for our dpmpp_2m, measured in ``dpm_solver.py``).
+HIGH_ORDER_FINAL_BELOW = 15
+
+
+#: a third-order multistep step extrapolates the history's curvature over the new step: when the step is this many
+#: times longer (in log-SNR) than one of the previous two, the extrapolation amplifies their errors ~ratio^2 and
+#: the step falls back to second order (a GITS grid at 10 NFE has a 6.5x jump: UniPC-3 then lands 30x further
+#: from the ODE solution than UniPC-2; uniform and logsnr grids never trigger it)
+MAX_THIRD_ORDER_RATIO = 3.0
+
+
+def multistep_order(order: int, i: int, steps: int, lam: list[float]) -> int:
+    """The order of step i -> i + 1 of a multistep solver on the log-SNR grid ``lam``: warm-up (<= i + 1), lower
+    order over the last steps below ``HIGH_ORDER_FINAL_BELOW`` steps (<= steps - i), and second order after a
+    jump in step size (``MAX_THIRD_ORDER_RATIO``)."""
+    p = min(order, i + 1, steps - i if steps < HIGH_ORDER_FINAL_BELOW else order)
+    if p >= 3:
+        h = lam[i + 1] - lam[i]
+        if h > MAX_THIRD_ORDER_RATIO * min(lam[i] - lam[i - 1], lam[i - 1] - lam[i - 2]):
+            p = 2
+    return p
 
 
 def check_choice(name: str, value, choices) -> None:

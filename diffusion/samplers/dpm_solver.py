@@ -34,10 +34,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import trange
 
-from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import EpsFn, alpha_sigma, eps_and_x0, grid, half_log_snr
+from diffusion.samplers.common import EpsFn, Timesteps, alpha_sigma, eps_and_x0, half_log_snr, solver_grid
 
 #: below this many steps the last step is first order (the authors' ``lower_order_final`` rule)
 LOWER_ORDER_FINAL_BELOW = 10
@@ -45,16 +44,12 @@ LOWER_ORDER_FINAL_BELOW = 10
 
 @register_sampler()
 def dpmpp_2m(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
-             progress: bool = False, *, spacing: str = "logsnr") -> Tensor:
+             progress: bool = False, *, spacing: str = "logsnr", timesteps: Timesteps = None) -> Tensor:
     """DPM-Solver++(2M) from t_max to x at t_min over ``process.timesteps(steps + 1, spacing)``; the model is
-    called at the first ``steps`` times, so NFE == steps. Deterministic (``generator`` is unused)."""
-    if int(steps) != steps or steps < 1:
-        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-    steps = int(steps)
-    try:
-        ts = grid(process, steps + 1, spacing)
-    except ValueError as err:  # the message names steps + 1, which the caller never passed
-        raise ConfigError(f"dpmpp_2m with steps={steps} walks {steps + 1} times: {err}") from None
+    called at the first ``steps`` times, so NFE == steps. Deterministic (``generator`` is unused). Explicit
+    ``timesteps`` (steps + 1 times, the last where it stops) replace steps and spacing."""
+    ts = solver_grid(process, steps, spacing, timesteps, "dpmpp_2m")
+    steps = len(ts) - 1
     x0_prev, h_prev = None, None
     for i in trange(steps, disable=not progress, desc="dpmpp_2m"):
         t, s = ts[i], ts[i + 1]

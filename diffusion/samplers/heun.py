@@ -31,18 +31,19 @@ from tqdm.auto import trange
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import EpsFn, alpha_sigma, grid, model_time, noise_like, t64
+from diffusion.samplers.common import EpsFn, Timesteps, alpha_sigma, grid, model_time, noise_like, t64
 
 
 @register_sampler()
 def heun(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
          progress: bool = False, *, S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
-         S_noise: float = 1.0, spacing: str = "default") -> Tensor:
-    """EDM algorithm 2 over ``process.timesteps(steps, spacing)`` then sigma = 0; NFE = 2 steps - 1."""
+         S_noise: float = 1.0, spacing: str = "default", timesteps: Timesteps = None) -> Tensor:
+    """EDM algorithm 2 over ``process.timesteps(steps, spacing)`` (or explicit ``timesteps``) then sigma = 0;
+    NFE = 2 steps - 1."""
     if S_churn < 0 or S_noise < 0 or S_tmin > S_tmax:
         raise ConfigError(f"need S_churn >= 0, S_noise >= 0 and S_tmin <= S_tmax, "
                          f"got S_churn={S_churn}, S_noise={S_noise}, S_tmin={S_tmin}, S_tmax={S_tmax}")
-    ts = grid(process, steps, spacing)
+    ts = grid(process, steps, spacing, timesteps)
     alpha, sigma = alpha_sigma(process, ts[0])
     x_hat, sigma_top = x / alpha, sigma / alpha
 

@@ -17,7 +17,7 @@ from diffusion.errors import ConfigError
 from diffusion.probability_flow import CLOCKS, flow_coefficients, from_clock, to_clock
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import EpsFn, check_choice, eps_and_x0, grid, model_time
+from diffusion.samplers.common import EpsFn, Timesteps, check_choice, eps_and_x0, grid, model_time
 from diffusion.utils import append_dims
 
 #: torchdiffeq methods that step on a fixed grid (the others adapt their step to rtol/atol)
@@ -67,7 +67,8 @@ def _solve(process: Process, model: EpsFn, x: Tensor, times: Tensor, method: str
 @register_sampler()
 def ode(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
         progress: bool = False, *, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-        step_size: float | None = None, spacing: str = "default", variable: str = "auto") -> Tensor:
+        step_size: float | None = None, spacing: str = "default", variable: str = "auto",
+        timesteps: Timesteps = None) -> Tensor:
     """Solve the probability-flow ODE from t_max to t_min, then denoise with x0_pred at t_min.
 
     ``steps`` matters only for a fixed-grid ``method`` (euler, midpoint, rk4, ...) without ``step_size``: the
@@ -83,13 +84,16 @@ def ode(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.
     ``step_size`` is in units of the variable.
     """
     if method in FIXED_GRID_METHODS and step_size is None:
-        if steps < 2:
+        if steps < 2 and timesteps is None:
             raise ConfigError(f"a fixed-grid ODE method needs steps >= 2, got {steps}")
-        times = torch.tensor(grid(process, steps, spacing), dtype=torch.float64)
-    else:
-        times = torch.tensor([process.t_max, process.t_min], dtype=torch.float64)
+        times = torch.tensor(grid(process, steps, spacing, timesteps), dtype=torch.float64)
+    else:  # adaptive: explicit timesteps set only the ends
+        ends = grid(process, 1, spacing, timesteps) if timesteps is not None else [process.t_max, process.t_min]
+        times = torch.tensor([ends[0], ends[-1]], dtype=torch.float64)
+    if len(times) < 2 or times[0] == times[-1]:
+        raise ConfigError("the ODE sampler needs at least 2 timesteps (start and end)")
     x = _solve(process, model, x, times, method, rtol, atol, step_size, variable, progress)
-    return eps_and_x0(process, model, x, process.t_min)[1]
+    return eps_and_x0(process, model, x, float(times[-1]))[1]
 
 
 @torch.no_grad()

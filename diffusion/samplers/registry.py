@@ -20,7 +20,7 @@ from torch import Tensor
 from diffusion.errors import ConfigError
 from diffusion.processes.base import MARKOV_CHAIN
 #: what each capability means, for error messages
-CAPABILITIES = {MARKOV_CHAIN: "a discrete Markov chain of trained steps (DDPM)"}
+CAPABILITIES = {MARKOV_CHAIN: "a discrete Markov chain (DDPM)"}
 
 #: name -> sampler function ``fn(process, model, x_T, steps, generator, progress, **options) -> x_0``
 SAMPLERS: dict[str, Callable[..., Tensor]] = {}
@@ -78,10 +78,9 @@ def check_sampler(sampler: str, process) -> None:
     """Raise ``ConfigError`` (one line) unless ``sampler`` is known and runs on ``process``."""
     missing = needs(sampler) - offers(process)
     if missing:
-        raise ConfigError(f"sampler {sampler!r} cannot run on {process!r}: it needs {', '.join(CAPABILITIES.get(m, m) for m in sorted(missing))}, "
-                          f"which the process does not offer; use one of {', '.join(samplers_for(process))}"
-                          + (f" ({_INSTEAD[sampler]})" if _INSTEAD.get(sampler) else ""))
-
+        raise ConfigError(f"sampler {sampler!r} cannot run on {process!r}: it needs "
+                          f"{', '.join(CAPABILITIES.get(m, m) for m in sorted(missing))}; use "
+                          f"{', '.join(samplers_for(process))}" + (f" ({_INSTEAD[sampler]})" if _INSTEAD.get(sampler) else ""))
 
 __all__ = ["MARKOV_CHAIN", "SAMPLERS", "register_sampler", "lookup", "sampler_options", "needs", "offers", "runs_on",
            "samplers_for", "check_sampler"]

@@ -34,7 +34,7 @@ from tqdm.auto import trange
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import (EpsFn, alpha_sigma, check_choice, eps_and_x0, f_g2, grid, model_time,
+from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, check_choice, eps_and_x0, f_g2, grid, model_time,
                                        noise_like, transition)
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
@@ -42,14 +42,15 @@ PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 
 @register_sampler()
 def euler_maruyama(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
-                   progress: bool = False, *, noise_scale: float = 1.0, spacing: str = "default") -> Tensor:
+                   progress: bool = False, *, noise_scale: float = 1.0, spacing: str = "default",
+                   timesteps: Timesteps = None) -> Tensor:
     """Euler-Maruyama on dx = [f - (1 + lambda^2)/2 g^2 score] dt + lambda g dW-bar, lambda = ``noise_scale``.
 
     ``steps`` model evaluations: steps - 1 Euler steps over the grid, then the final denoising step.
     """
     if noise_scale < 0:
         raise ConfigError(f"noise_scale must be >= 0, got {noise_scale}")
-    ts = grid(process, steps, spacing)
+    ts = grid(process, steps, spacing, timesteps)
     for i in trange(len(ts) - 1, disable=not progress, desc="euler_maruyama"):
         x = _em_step(process, model, x, ts[i], ts[i + 1], noise_scale, generator)
     return eps_and_x0(process, model, x, ts[-1])[1]
@@ -71,7 +72,7 @@ def _em_step(process: Process, model: EpsFn, x: Tensor, t: float, s: float, nois
 @register_sampler()
 def pc(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
        progress: bool = False, *, predictor: str = "reverse_diffusion", snr: float = 0.16,
-       corrector_steps: int = 1, spacing: str = "default") -> Tensor:
+       corrector_steps: int = 1, spacing: str = "default", timesteps: Timesteps = None) -> Tensor:
     r"""Predictor-corrector sampling (Song et al. 2021, sec. 4.2, appendix G algorithms 2-5): at every grid time,
     ``corrector_steps`` Langevin steps targeting p_t, then a predictor step to the next time (the last time ends
     with the denoising step instead). NFE = steps * (1 + corrector_steps).
@@ -88,7 +89,7 @@ def pc(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.G
     if snr <= 0 or corrector_steps < 0 or int(corrector_steps) != corrector_steps:
         raise ConfigError(f"need snr > 0 and an integer corrector_steps >= 0, "
                          f"got snr={snr}, corrector_steps={corrector_steps}")
-    ts = grid(process, steps, spacing)
+    ts = grid(process, steps, spacing, timesteps)
     for i in trange(len(ts), disable=not progress, desc="pc"):
         t, s = ts[i], ts[i + 1] if i + 1 < len(ts) else None
         alpha_t, sigma_t = alpha_sigma(process, t)

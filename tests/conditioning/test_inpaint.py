@@ -117,7 +117,7 @@ def _runs_on(sampler):
 
 FIXED_GRID = [s for s in SAMPLERS if s != "ode"]
 #: samplers that carry history from step to step (a RePaint segment restarts it): add new multistep samplers here
-WITH_HISTORY = {"dpmpp_2m"}
+WITH_HISTORY = {"dpmpp_2m", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde"}
 
 
 @pytest.mark.parametrize("method", ["replacement", "repaint"])

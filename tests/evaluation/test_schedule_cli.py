@@ -1,0 +1,35 @@
+"""``evaluate.py task=schedule`` writes a GITS grid that ``sample.py sampler.timesteps=<file>`` uses."""
+from __future__ import annotations
+
+import json
+
+
+def test_schedule_then_sample(cli, vp_run, tmp_path):
+    code, stdout, stderr = cli("evaluate", f"ckpt={vp_run}", "task=schedule", "sampler=ipndm", "steps=3", "n=4",
+                               "schedule.refine=0", "schedule.fine_steps=30")
+    assert code == 0, stderr
+    path = vp_run / "eval" / "schedules" / "ipndm_3.json"
+    saved = json.loads(path.read_text())
+    times = saved["timesteps"]
+    assert saved["sampler"] == "ipndm" and saved["steps"] == 3 and len(times) == 4 and str(path) in stdout
+    assert times[0] == 1.0 and times[-1] == 1e-3 and all(b < a for a, b in zip(times, times[1:]))
+    assert saved["fit_nfe"] == 30  # the fine reference only (no refinement)
+    code, stdout, stderr = cli("sample", f"ckpt={vp_run}", "sampler=ipndm", f"sampler.timesteps={path}", "n=2",
+                               "batch_size=2", f"out={tmp_path / 's'}", "grid=0")
+    assert code == 0, stderr
+    assert "NFE 3 per sample" in stdout
+
+
+def test_refined_schedule(cli, vp_run, tmp_path):
+    code, _, stderr = cli("evaluate", f"ckpt={vp_run}", "task=schedule", "sampler=unipc", "steps=4", "n=4",
+                          "schedule.fine_steps=20", "schedule.refine=1", "sampler.order=2", f"out={tmp_path}")
+    assert code == 0, stderr
+    saved = json.loads((tmp_path / "schedules" / "unipc_4.json").read_text())
+    assert len(saved["timesteps"]) == 5 and saved["options"]["order"] == 2 and saved["refine"] == 1
+    assert saved["fit_nfe"] > 20  # the refinement's sampler runs, 4 calls each
+
+
+def test_bad_schedule_file_is_one_line(cli, vp_run, tmp_path):
+    code, _, stderr = cli("sample", f"ckpt={vp_run}", "sampler=ipndm", f"sampler.timesteps={tmp_path / 'none.json'}",
+                          "n=2", "batch_size=2", f"out={tmp_path / 's'}", "grid=0")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "task=schedule" in stderr, stderr

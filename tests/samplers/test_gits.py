@@ -1,0 +1,68 @@
+"""GITS ``optimize_timesteps``: a valid grid of the right layout that beats the fixed grids on a mixture."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffusion import processes
+from diffusion.samplers import CountingModel, optimize_timesteps, sample
+from diffusion.toy import GaussianMixture
+
+
+@pytest.mark.parametrize("name,layout", [("ipndm", 6), ("ddim", 5)])
+def test_grid_is_valid(gm, name, layout):
+    process = processes.VPSDE()
+    model = CountingModel(gm.eps_model(process))
+    ts = optimize_timesteps(process, model, (1, 2), 5, sampler=name, generator=torch.Generator().manual_seed(0),
+                            n=64, fine_steps=40)
+    assert len(ts) == layout and ts[0] == process.t_max  # multistep: steps + 1 times; ddim: steps
+    assert all(b < a for a, b in zip(ts, ts[1:])) and ts[-1] >= process.t_min
+    if name == "ipndm":
+        assert ts[-1] == process.t_min
+    assert model.nfe == 40 + (name == "ddim")  # the fine reference (+ one denoising call), nothing else
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("process", [processes.VPSDE(), processes.DDPM("linear", 1000), processes.VESDE()], ids=repr)
+@pytest.mark.parametrize("name", ["ipndm", "ddim"])
+def test_beats_fixed_grids(process, name):
+    """At 5 NFE on a narrow 8-D mixture (1000 samples), the mean distance to the converged solution from the same
+    x_T is below the best of the logsnr, uniform and karras grids. Fitted on other draws (n = 256) than scored."""
+    gm = GaussianMixture.random(8, k=4, scale=(0.02, 0.1), seed=3)
+    model = gm.eps_model(process)
+    x_T = process.prior_sample((1000, 8), torch.Generator().manual_seed(0), dtype=torch.float64)
+    reference = sample(process, model, None, "dpmpp_3m", 300, x_T=x_T)
+    ts = optimize_timesteps(process, model, (1, 8), 5, sampler=name, generator=torch.Generator().manual_seed(1),
+                            dtype=torch.float64)
+
+    def error(**grid):
+        return float((sample(process, model, None, name, 5, x_T=x_T, **grid) - reference).norm(dim=1).mean())
+
+    fixed = {sp: error(spacing=sp) for sp in ("logsnr", "uniform", "karras")}
+    assert error(timesteps=ts) < min(fixed.values()), (error(timesteps=ts), fixed)
+
+
+def test_bad_requests():
+    process = processes.VPSDE()
+    with pytest.raises(ValueError, match="unknown sampler"):
+        optimize_timesteps(process, lambda x, t: x, (1, 2), 5, sampler="lms")
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        optimize_timesteps(process, lambda x, t: x, (1, 2), 200, fine_steps=100)
+
+
+@pytest.mark.slow
+def test_refine_lowers_the_error_on_new_draws():
+    """refine (coordinate descent on UniPC's own end error over the 256 fitting draws) also lowers it on 1000 other
+    draws, at 5 NFE on a wide 16-D mixture (measured 0.76 -> 0.46 for UniPC-3; the DDPM process)."""
+    gm = GaussianMixture.random(16, k=8, scale=(0.1, 0.5), seed=1)
+    process = processes.DDPM("linear", 1000)
+    model = gm.eps_model(process)
+    x_T = process.prior_sample((1000, 16), torch.Generator().manual_seed(0))
+    reference = sample(process, model, None, "dpmpp_3m", 200, x_T=x_T)
+    errors = []
+    for refine in (0, 4):
+        ts = optimize_timesteps(process, model, (1, 16), 5, sampler="unipc", refine=refine,
+                                generator=torch.Generator().manual_seed(1))
+        errors.append(float((sample(process, model, None, "unipc", x_T=x_T, timesteps=ts) - reference)
+                            .norm(dim=1).mean()))
+    assert errors[1] < 0.8 * errors[0], errors
