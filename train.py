@@ -32,7 +32,8 @@ def run(cfg: DictConfig) -> dict:
     from diffusion.training import distributed as D
     from diffusion.training.checkpoint import load_checkpoint, require_checkpoints
     from diffusion.training.loop import Trainer
-    from diffusion.training.setup import align_model_with_data, final_report, holdout_batch, resume_config
+    from diffusion.training.setup import (align_model_with_data, final_report, holdout_batch, relative,
+                                          resume_config)
 
     # "+trainer.x=1" is added past the schema's struct flag: check the composed config once more
     OmegaConf.merge(OmegaConf.structured(schema.TrainConfig), OmegaConf.to_container(cfg))
@@ -55,15 +56,8 @@ def run(cfg: DictConfig) -> dict:
                  f"{D.current().world_size} processes per step on {trainer.device}, precision {trainer.precision}")
     summary = trainer.fit()
     if main_rank:
-        print(final_report(summary, cfg, _relative(run_dir)), flush=True)
+        print(final_report(summary, cfg, relative(run_dir)), flush=True)
     return summary
-
-
-def _relative(path: Path) -> str:
-    import os
-
-    rel = os.path.relpath(path)
-    return rel if not rel.startswith("..") else str(path)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")

@@ -76,7 +76,7 @@ def holdout_batch(cfg: DictConfig, dataset) -> torch.Tensor:
     return images if raw else ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-__all__ = ["resume_config", "align_model_with_data", "holdout_batch", "FIXED_ON_RESUME"]
+__all__ = ["resume_config", "align_model_with_data", "holdout_batch", "final_report", "relative", "FIXED_ON_RESUME"]
 
 
 def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
@@ -85,7 +85,7 @@ def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
     if summary["world_size"] > 1:
         agree = "identical" if summary["replicas_in_sync"] else "DIFFERENT"
         lines.append(f"DDP: {summary['world_size']} processes finished at step {summary['step']}; weights {agree} on all ranks")
-    stopped_by, saved = summary["stopped_by"], _relative(summary["checkpoint"])
+    stopped_by, saved = summary["stopped_by"], relative(summary["checkpoint"])
     if stopped_by == "time":
         lines.append(f"Time budget trainer.max_minutes={cfg.trainer.max_minutes} used up at step {summary['step']} of "
                      f"{cfg.trainer.max_steps}; saved {saved}. Train on with:\n"
@@ -100,7 +100,8 @@ def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
     return "\n".join(lines)
 
 
-def _relative(path) -> str:
+def relative(path) -> str:
+    """``path`` relative to the working directory where it lies below it, else as given."""
     import os
 
     rel = os.path.relpath(path)
