@@ -122,8 +122,8 @@ def check_timesteps(process: Process, timesteps: Timesteps) -> list[float]:
 
 #: below this many steps the third-order multistep solvers (dpmpp_3m, unipc) lower their order over the last
 #: steps (order <= steps - i): with 10 steps on a uniform-in-t grid, the last step spans half the log-SNR range
-#: and a third-order extrapolation from the short steps before it diverges (measured: FD 100x the 15-step one).
-#: diffusers uses 15 for its DPM-Solver (10 for our dpmpp_2m, measured in ``dpm_solver.py``).
+#: and a third-order extrapolation from the short steps before it diverges (benchmarks/samplers.md).
+#: diffusers uses 15 for its DPM-Solver.
 HIGH_ORDER_FINAL_BELOW = 15
 
 

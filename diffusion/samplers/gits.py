@@ -18,9 +18,8 @@ them all. GITS finds it by dynamic programming:
 
 4. **Refine** (``refine`` > 0, beyond GITS). The first-order costs ignore what a higher-order solver does with
    the grid, so each inner time then moves one fine index at a time while ``sampler``'s own end error on the same
-   n draws falls. On the few-step benchmark (``benchmarks/samplers.md``) this takes UniPC-3 from 5.3 to 1.4
-   (FD / floor - 1 at 5 NFE, DDPM, mean of 4 mixtures); for iPNDM, whose fixed weights GITS suits, it helps on
-   sub-VP and at 10 NFE but not at 5-6 NFE on DDPM (2.4 -> 3.1).
+   n draws falls. On the few-step benchmark (``benchmarks/samplers.md``) this helps UniPC-3 most; for iPNDM,
+   whose fixed weights GITS suits, it helps on sub-VP and at 10 NFE but not at 5-6 NFE on DDPM.
 
 The cost is N + 1 model calls on n samples (n = 256, N = 100: the price of sampling 5k images at 5 NFE), and the
 grid then serves any number of samples. GITS picks the grid with first-order local errors and uses it with higher-

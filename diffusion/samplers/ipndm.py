@@ -22,10 +22,9 @@ coefficients lose order where neighbouring steps differ).
 Layout as dpmpp_2m (``dpm_solver.py``): ``steps + 1`` times, the model called at all but the last, x returned at
 t_min (as diff-solvers does); NFE == steps.
 
-Grid: iPNDM's fixed weights assume even steps, so it needs a grid fitted to it (GITS, ``gits.py``: FD / floor - 1
-of 2.4 / 1.1 / 0.27 at 5 / 6 / 10 NFE on DDPM, mean of 4 mixtures, against 11.7 / 12 / 0.93 on the best fixed grid;
-``benchmarks/samplers.md``). Of the fixed grids, uniform in t is the most robust on DDPM and the SDEs: logsnr
-loses at 5 NFE on every process (19.8 DDPM, 80 sub-VP). The default, ``spacing="default"``, is the process's own
+Grid: iPNDM's fixed weights assume even steps, so it does best on a grid fitted to it (GITS, ``gits.py``; the
+numbers are in ``benchmarks/samplers.md``). Of the fixed grids, uniform in t is the most robust on DDPM and the
+SDEs: logsnr loses at 5 NFE on every process. The default, ``spacing="default"``, is the process's own
 grid: uniform in t there, Karras's sigmas on EDM (uniform in sigma would put EDM's steps far from the data).
 """
 from __future__ import annotations

@@ -22,13 +22,12 @@ t_min; NFE == steps. Warm-up at orders 1, 2, ... and, below 15 steps (``common.H
 as the authors' code and diffusers' ``UniPCMultistepScheduler`` do, and second order after a 3x jump in step size
 (``common.multistep_order``: GITS grids have such jumps).
 
-Defaults (``benchmarks/samplers.md``, few-step head to head: 4 mixtures of different dimension, widths and
-weights x DDPM, VP, sub-VP, VE, at 5, 6, 10 NFE, FD / floor - 1 averaged over 3 x_T draws): order 2, bh2, logsnr.
-On the fixed grids order 2 beats order 3 at 5-6 NFE (DDPM, logsnr: 8.3 / 4.6 against 11.7 / 21.5) and bh1 is
-unstable on logsnr (85 at 5 NFE); on a fitted grid (``optimize_timesteps(sampler="unipc", refine=4)``) order 3
-is best on DDPM and VP (1.4 / 0.94 / 0.13 at 5 / 6 / 10 NFE) and order 2 on sub-VP and VE at 5 NFE: the
-``fewstep`` preset (configs/sampler/fewstep.yaml) is order 3 for use with a fitted grid. logsnr is poor on sub-VP
-at 5-6 NFE (84 / 17; uniform 5.3 / 2.3): its lambda range there is twice VP's.
+Defaults: order 2, bh2, logsnr, chosen on the few-step head to head of ``benchmarks/samplers.md`` (4 mixtures of
+different dimension, widths and weights x DDPM, VP, sub-VP, VE, at 5, 6, 10 NFE; the numbers are there). On the
+fixed grids order 2 beats order 3 at 5-6 NFE and bh1 is unstable on logsnr; on a fitted grid
+(``optimize_timesteps(sampler="unipc", refine=4)``) order 3 is best on DDPM and VP, so the ``fewstep`` preset
+(configs/sampler/fewstep.yaml) is order 3 for use with a fitted grid. logsnr is poor on sub-VP at 5-6 NFE, where
+its lambda range is twice VP's: use uniform there.
 """
 from __future__ import annotations
 
