@@ -38,6 +38,9 @@ def run(cfg: DictConfig) -> dict:
     device = cli.pick_device(cfg.device)
     model, process, train_cfg, path = cli.load_trained(cfg.ckpt, cfg.ema, device)
     check_samplers(process, [name], key="sampler")
+    from diffusion.likelihood.analytic import sampler_gamma
+
+    options = sampler_gamma(options, cli.run_dir_of(path), cfg.ema)  # variance=analytic: the run's stored Gamma
     shape, note = cli.sample_shape(train_cfg)
     if note:
         print(f"note: {note}", file=sys.stderr)
