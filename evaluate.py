@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Evaluate a trained model: likelihoods, a sampler sweep, or FID of a set of samples.
 
-    python evaluate.py ckpt=runs/<run> task=likelihood n=256            # ODE NLL and variational bound, bits/dim
-    python evaluate.py ckpt=runs/<run> task=likelihood likelihood.divergence=hutchinson likelihood.probes=4
+    python evaluate.py ckpt=runs/<run> task=likelihood                  # ODE NLL, SDE and DDPM bounds, bits/dim
+    python evaluate.py ckpt=runs/<run> task=likelihood likelihood.divergence=exact likelihood.t_samples=null
     python evaluate.py ckpt=runs/<run> task=sweep sweep.samplers=[ddim,dpmpp_2m] sweep.steps=[5,10,20] n=1000
     python evaluate.py task=fid samples=runs/<run>/samples/ddim_50_seed0/samples.npz [ckpt=runs/<run> | data=cifar10]
     python evaluate.py task=fid samples=my_pngs/ data=folder data.root=real_pngs/ data.image_size=64
 
-Results go to <run>/eval/ (likelihood.md|json, sweep/sweep.md|json|png, fid.json) and the tables are printed.
+Results go to <run>/eval/ (likelihood.md|json, gamma_ema.json (Analytic-DPM's Gamma, reused by samplers), sweep/sweep.md|json|png, fid.json) and the tables are printed.
 Quality: FID through torch-fidelity's Inception when its weights can be had (else "n/a" with a one-line reason),
 and for MNIST the Frechet distance in a small digit classifier's features (offline). A bad request is one line on
 stderr and exit code 2. Configuration: configs/evaluate.yaml.
@@ -67,19 +67,36 @@ def likelihood(cfg: DictConfig) -> dict:
     data = cli.build_data(train_cfg.data, "test")
     from diffusion.evaluation.quality import dataset_images
 
-    images = dataset_images(data)[: cfg.n]
-    if len(images) < cfg.n:
-        print(f"note: the test split has only {len(images)} images (n={cfg.n})", file=sys.stderr)
+    n = LIKELIHOOD_N if cfg.n is None else int(cfg.n)
+    images = dataset_images(data)[:n]
+    if len(images) < n:
+        print(f"note: the test split has only {len(images)} images (n={n})", file=sys.stderr)
     lc = cfg.likelihood
     dtype = {"float32": torch.float32, "float64": torch.float64}.get(lc.dtype)
     if dtype is None:
         raise cli.EvaluationError(f"likelihood.dtype={lc.dtype!r}: use float32 or float64")
+    from diffusion.likelihood.bound import VARIANCES
+
+    variances = tuple(str(v) for v in lc.variances)
+    bad = [v for v in variances if v not in VARIANCES]
+    if bad or not variances:
+        raise cli.EvaluationError(f"likelihood.variances={list(variances)}: choose from {', '.join(VARIANCES)}, e.g. [beta_tilde,analytic]")
     print(f"likelihood of {len(images)} test images under {path} ({'EMA' if cfg.ema else 'raw'} weights, {process!r}) on {device}")
+    gamma = None
+    if lc.bound:  # Analytic-DPM's Gamma: estimated once per checkpoint, kept in <run>/eval for samplers and bounds
+        from diffusion.evaluation.likelihood_table import stored_gamma
+        from diffusion.likelihood.analytic import gamma_path
+
+        gamma = stored_gamma(process, model, lc.gamma or gamma_path(cli.run_dir_of(path), cfg.ema), str(path),
+                             lambda: dataset_images(cli.build_data(train_cfg.data, "train")), steps=int(lc.gamma_steps),
+                             images_per_step=int(lc.gamma_images), seed=int(cfg.seed), batch_size=int(cfg.batch_size),
+                             device=device, dtype=dtype, progress=cfg.progress, log=lambda m: print(m, file=sys.stderr))
     table = likelihood_table(process, model, images, ode=lc.ode, bound=lc.bound, method=lc.method, rtol=lc.rtol,
                              atol=lc.atol, divergence=lc.divergence.value, probes=int(lc.probes),
                              t_samples=None if lc.t_samples is None else int(lc.t_samples),
                              batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=device, dtype=dtype,
-                             progress=cfg.progress)
+                             progress=cfg.progress, sde_bound=lc.sde_bound,
+                             steps=None if lc.steps is None else int(lc.steps), variances=variances, gamma=gamma)
     table.settings.update(checkpoint=str(path), ema=cfg.ema, split="test")
     out = _out_dir(cfg, path)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,12 +107,17 @@ def likelihood(cfg: DictConfig) -> dict:
     return {"table": table, "out": out}
 
 
+#: default number of test images for task=likelihood (and of samples per row for task=sweep)
+LIKELIHOOD_N, SWEEP_N = 32, 256
+
+
 def sweep(cfg: DictConfig) -> dict:
     from diffusion.evaluation import cli
     from diffusion.evaluation.sweep import check_samplers, markdown_table, run_sweep, save_sweep
 
     device = cli.pick_device(cfg.device)
     model, process, train_cfg, path = cli.load_trained(_need_ckpt(cfg), cfg.ema, device)
+    n = SWEEP_N if cfg.n is None else int(cfg.n)
     names = list(cfg.sweep.samplers)
     steps = [int(s) for s in cfg.sweep.steps]
     if not names or not steps:
@@ -111,8 +133,8 @@ def sweep(cfg: DictConfig) -> dict:
         print(f"note: {note}", file=sys.stderr)
     quality = _quality(cfg, shape, train_cfg.data, device)
     out = _out_dir(cfg, path) / "sweep"
-    print(f"sweep of {names} x steps {steps}, {cfg.n} samples per row, from {path} ({process!r}) on {device}")
-    rows = run_sweep(process, model, shape, samplers, steps, n=int(cfg.n), batch_size=int(cfg.batch_size),
+    print(f"sweep of {names} x steps {steps}, {n} samples per row, from {path} ({process!r}) on {device}")
+    rows = run_sweep(process, model, shape, samplers, steps, n=n, batch_size=int(cfg.batch_size),
                      seed=int(cfg.seed), device=device, quality=quality, num_classes=cli.num_classes_of(model, train_cfg),
                      grid_dir=out if cfg.sweep.grids else None, progress=cfg.progress,
                      log=lambda m: print(m, file=sys.stderr))
@@ -121,7 +143,7 @@ def sweep(cfg: DictConfig) -> dict:
         notes.append(f"digit FD: Frechet distance of the digit classifier's 128-d features (test accuracy "
                      f"{quality.digits.test_accuracy:.2%}) to the MNIST5k train digits; comparable only at equal n")
     files = save_sweep(rows, out, notes, extra={"checkpoint": str(path), "quality": quality.describe(),
-                                                "samplers": samplers}, title=f"{process!r}, n={cfg.n}")
+                                                "samplers": samplers}, title=f"{process!r}, n={n}")
     print(markdown_table(rows, notes) + f"\nwrote {files['md']}, {files['json']} and {files['png']}")
     return {"rows": rows, "files": files}
 

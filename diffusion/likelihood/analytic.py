@@ -63,7 +63,8 @@ class Gamma:
         beyond its ends."""
         t = torch.as_tensor(t, dtype=torch.float64)
         xs, ys = self.times.flip(0).numpy(), self.values.flip(0).numpy()
-        return torch.from_numpy(np.interp(t.detach().cpu().numpy(), xs, ys)).to(t.device)
+        values = np.interp(np.atleast_1d(t.detach().cpu().numpy()), xs, ys)
+        return torch.from_numpy(values).reshape(t.shape).to(t.device)
 
     def to_dict(self) -> dict[str, Any]:
         return {"times": self.times.tolist(), "gamma": self.values.tolist(), "stderr": self.stderr.tolist(),

@@ -14,6 +14,18 @@ data) the true posterior q(x | x_0) is N(x0_pred, sigma_0^2/alpha_0^2 (I + O(sig
 formula, and sigma_0^2/alpha_0^2 = beta_0/(1 - beta_0) ~ beta_0 (Ho et al.'s sigma_1^2 = beta_1).
 Its -log p is d/2 log(2 pi beta_0) + |eps - eps_pred|^2 / (2 alpha_0^2).
 
+**K-step chains.** A sampler that walks the respaced grid N-1 = t_0 > ... > t_{K-1} = 0 has the same bound
+with the steps t_i -> t_{i+1} (``ddpm_chain``): the posterior q(x_s | x_t, x) of any pair s < t is Gaussian
+(``processes.posterior``), so each KL stays closed form in |eps - eps_pred|^2, for the reverse variance
+beta_tilde(t, s), sigma_{t|s}^2 ("beta") or Analytic-DPM's optimum (``analytic.py``, Bao et al. 2022).
+
+**Low-variance estimate** (``t_samples=k``). Each term is const + weight |eps - eps_pred|^2: the constants, and
+the prior, are summed exactly; the decoder is always evaluated (two draws, for its standard error); the K-1 step
+KLs' noise parts are importance-sampled with q_i ∝ (SNR_{t_{i+1}} / SNR_{t_i} - 1), uniform in log-SNR, which is
+what their weights scale with (Kingma et al. 2021, "Variational Diffusion Models": the KL of a step is
+~ 1/2 Delta lambda |eps - eps_pred|^2), and stratified on q's CDF (one draw per stratum). The uniform draw of
+whole terms it replaces has its variance dominated by N times the decoder's large constant.
+
 **SDEs** (Song, Durkan, Murray & Ermon 2021, "Maximum Likelihood Training of Score-Based Diffusion
 Models", thm. 1, DSM form), truncated at s = t_eps: x is the state at time s and the forward kernel from
 there is q(x_t | x) = N(a x, c^2 I), a = alpha_t/alpha_s, c^2 = sigma_t^2 - a^2 sigma_s^2. Then
