@@ -224,7 +224,8 @@ def likelihood_table(process: Process, model: Callable[..., Tensor], images: Ten
         for K in [None] + ([int(steps)] if steps is not None and int(steps) != process.num_steps else []):
             label = process.num_steps if K is None else K
             names = [f"DDPM bound (K={label}, {v})" for v in variances]
-            how = "every term" if t_samples is None else f"{t_samples} importance-sampled steps + exact prior, 2 decoder draws"
+            every = t_samples is None or t_samples + 2 >= label
+            how = "every term" if every else f"{t_samples} importance-sampled steps + exact prior, 2 decoder draws"
             details = [f"{label}-step chain, reverse variance {v}, {how}"
                        + (" (model evaluations shared by the variances)" if len(variances) > 1 else "") for v in variances]
 
@@ -234,7 +235,7 @@ def likelihood_table(process: Process, model: Callable[..., Tensor], images: Ten
                                                  t_samples=t_samples, generator=g, data_bounds=data_bounds)
                 return {nm: (out[v][0], {"stderr": out[v][1], "nfe": nfe}) for nm, v in zip(names, variances)}
 
-            cost = label if t_samples is None else t_samples + 2
+            cost = label if every else t_samples + 2
             runs.append((names, details, ddpm, cost))
     for _, _, _, cost in runs:
         bar.plan(cost * n)

@@ -208,7 +208,7 @@ def ddpm_chain_bounds(process: Process, model: Callable, x: Tensor, *, steps: in
     |eps - eps_pred|^2 does not depend on the variance): ({variance: (bound, stderr)}, model evaluations).
 
     ``t_samples=None``: every term with one x_t draw each (K evaluations). ``t_samples=k``:
-      * ``sampling="importance"`` (default): the prior KL and every term's constant part exactly; the decoder
+      * ``sampling="importance"`` (default; every term instead when K <= k + 2, which costs no more): the prior KL and every term's constant part exactly; the decoder
         from two draws (its own standard error); the K-1 step KLs' noise parts from k draws of the step index,
         stratified on the CDF of the proposal q_i ∝ (SNR_{t_{i+1}} / SNR_{t_i} - 1) (uniform in log-SNR, what the
         terms scale with: each draw's value weight_i err_i / q_i is then O(d) for every i); row j is
@@ -224,7 +224,7 @@ def ddpm_chain_bounds(process: Process, model: Callable, x: Tensor, *, steps: in
     K = len(times)
     prior = ddpm_prior_kl(process, x).double()
     out = {}
-    if t_samples is None or K == 1:
+    if t_samples is None or K == 1 or (sampling == "importance" and t_samples + 2 >= K):  # every term is as cheap
         # drawn from t = 0 upwards (the order of draws is part of the contract: fixed seeds give fixed bounds)
         errs = torch.stack([_errors(process, model, x, times[i].expand(batch), generator) for i in reversed(range(K))]).flip(0)
         for v, (_, const, weight, _) in chains.items():
