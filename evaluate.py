@@ -85,12 +85,15 @@ def likelihood(cfg: DictConfig) -> dict:
     gamma = None
     if lc.bound:  # Analytic-DPM's Gamma: estimated once per checkpoint, kept in <run>/eval for samplers and bounds
         from diffusion.evaluation.likelihood_table import stored_gamma
-        from diffusion.likelihood.analytic import gamma_path
+        from diffusion.likelihood.analytic import Gamma, gamma_path
 
-        gamma = stored_gamma(process, model, lc.gamma or gamma_path(cli.run_dir_of(path), cfg.ema), str(path),
-                             lambda: dataset_images(cli.build_data(train_cfg.data, "train")), steps=int(lc.gamma_steps),
-                             images_per_step=int(lc.gamma_images), seed=int(cfg.seed), batch_size=int(cfg.batch_size),
-                             device=device, dtype=dtype, progress=cfg.progress, log=lambda m: print(m, file=sys.stderr))
+        if lc.gamma:  # the user's file, as it is
+            gamma = Gamma.load(lc.gamma)
+        else:
+            gamma = stored_gamma(process, model, gamma_path(cli.run_dir_of(path), cfg.ema), str(path),
+                                 lambda: dataset_images(cli.build_data(train_cfg.data, "train")), steps=int(lc.gamma_steps),
+                                 images_per_step=int(lc.gamma_images), seed=int(cfg.seed), batch_size=int(cfg.batch_size),
+                                 device=device, dtype=dtype, progress=cfg.progress, log=lambda m: print(m, file=sys.stderr))
     table = likelihood_table(process, model, images, ode=lc.ode, bound=lc.bound, method=lc.method, rtol=lc.rtol,
                              atol=lc.atol, divergence=lc.divergence.value, probes=int(lc.probes),
                              t_samples=None if lc.t_samples is None else int(lc.t_samples),
