@@ -111,7 +111,7 @@ def likelihood(cfg: DictConfig) -> dict:
 
 
 #: default number of test images for task=likelihood (and of samples per row for task=sweep)
-LIKELIHOOD_N, SWEEP_N = 16, 256
+LIKELIHOOD_N, SWEEP_N = 32, 256
 
 
 def sweep(cfg: DictConfig) -> dict:

@@ -83,7 +83,7 @@ class FIDConfig:
 class EvaluateConfig:
     ckpt: Optional[str] = None  # a checkpoint file or run folder (task=fid without it needs data=...)
     task: Task = Task.likelihood
-    n: Optional[int] = None  # test images (likelihood, default 16) or samples per row (sweep, default 256)
+    n: Optional[int] = None  # test images (likelihood, default 32) or samples per row (sweep, default 256)
     batch_size: int = 64
     seed: int = 0
     out: Optional[str] = None  # default: <run dir>/eval
