@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Evaluate a trained model: likelihoods, a sampler sweep, or FID of a set of samples.
 
-    python evaluate.py ckpt=runs/<run> task=likelihood n=256            # ODE NLL and variational bound, bits/dim
-    python evaluate.py ckpt=runs/<run> task=likelihood likelihood.divergence=hutchinson likelihood.probes=4
+    python evaluate.py ckpt=runs/<run> task=likelihood                  # ODE NLL, SDE and DDPM bounds, bits/dim
+    python evaluate.py ckpt=runs/<run> task=likelihood likelihood.divergence=exact likelihood.t_samples=null
     python evaluate.py ckpt=runs/<run> task=sweep sweep.samplers=[ddim,dpmpp_2m] sweep.steps=[5,10,20] n=1000
     python evaluate.py task=fid samples=runs/<run>/samples/ddim_50_seed0/samples.npz [ckpt=runs/<run> | data=cifar10]
     python evaluate.py task=fid samples=my_pngs/ data=folder data.root=real_pngs/ data.image_size=64
     python evaluate.py ckpt=runs/<run> task=schedule sampler=ipndm steps=5   # GITS grid -> eval/schedules/ipndm_5.json
 
-Results go to <run>/eval/ (likelihood.md|json, sweep/sweep.md|json|png, fid.json) and the tables are printed.
+Results go to <run>/eval/ (likelihood.md|json, gamma_ema.json (Analytic-DPM's Gamma, reused by samplers),
+sweep/sweep.md|json|png, fid.json) and the tables are printed.
 Quality: FID and KID through torch-fidelity's Inception when its weights can be had (else "n/a" with a one-line
 reason), and for MNIST the digit FD/KID report of the shipped digit classifier; each beside its floor at the same n. A bad request is one line on
 stderr and exit code 2. Configuration: configs/evaluate.yaml.
@@ -81,26 +82,41 @@ def _quality(cfg: DictConfig, shape, data_cfg: DictConfig | None, device):
 
 def likelihood(cfg: DictConfig) -> dict:
     from diffusion.errors import EvaluationError
-    from diffusion.evaluation.likelihood_table import likelihood_table
+    from diffusion.evaluation.likelihood_table import likelihood_table, stored_gamma
     from diffusion.evaluation.quality import dataset_images
+    from diffusion.likelihood.analytic import Gamma, gamma_path
+    from diffusion.likelihood.bound import VARIANCES
 
     trained, device = _load(cfg)
     model, process, path = trained.model, trained.process, trained.path
-    data = trained.data("test")
-
-    images = dataset_images(data)[: cfg.n]
-    if len(images) < cfg.n:
-        print(f"note: the test split has only {len(images)} images (n={cfg.n})", file=sys.stderr)
+    n = LIKELIHOOD_N if cfg.n is None else int(cfg.n)
+    images = dataset_images(trained.data("test"))[:n]
+    if len(images) < n:
+        print(f"note: the test split has only {len(images)} images (n={n})", file=sys.stderr)
     lc = cfg.likelihood
     dtype = {"float32": torch.float32, "float64": torch.float64}.get(lc.dtype)
     if dtype is None:
         raise EvaluationError(f"likelihood.dtype={lc.dtype!r}: use float32 or float64")
+    variances = tuple(str(v) for v in lc.variances)
+    bad = [v for v in variances if v not in VARIANCES]
+    if bad or not variances:
+        raise EvaluationError(f"likelihood.variances={list(variances)}: choose from {', '.join(VARIANCES)}, e.g. [beta_tilde,analytic]")
     print(f"likelihood of {len(images)} test images under {path} ({'EMA' if cfg.ema else 'raw'} weights, {process!r}) on {device}")
+    gamma = None
+    if lc.bound:  # Analytic-DPM's Gamma: estimated once per checkpoint, kept in <run>/eval for samplers and bounds
+        if lc.gamma:  # the user's file, as it is
+            gamma = Gamma.load(lc.gamma)
+        else:
+            gamma = stored_gamma(process, model, gamma_path(trained.run_dir, cfg.ema), str(path),
+                                 lambda: dataset_images(trained.data("train")), steps=int(lc.gamma_steps),
+                                 images_per_step=int(lc.gamma_images), seed=int(cfg.seed), batch_size=int(cfg.batch_size),
+                                 device=device, dtype=dtype, progress=cfg.progress, log=lambda m: print(m, file=sys.stderr))
     table = likelihood_table(process, model, images, ode=lc.ode, bound=lc.bound, method=lc.method, rtol=lc.rtol,
                              atol=lc.atol, divergence=lc.divergence.value, probes=int(lc.probes),
                              t_samples=None if lc.t_samples is None else int(lc.t_samples),
                              batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=device, dtype=dtype,
-                             progress=cfg.progress)
+                             progress=cfg.progress, sde_bound=lc.sde_bound,
+                             steps=None if lc.steps is None else int(lc.steps), variances=variances, gamma=gamma)
     table.settings.update(checkpoint=str(path), ema=cfg.ema, split="test")
     out = _out_dir(cfg, path)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,12 +127,17 @@ def likelihood(cfg: DictConfig) -> dict:
     return {"table": table, "out": out}
 
 
+#: default number of test images for task=likelihood (and of samples per row for task=sweep)
+LIKELIHOOD_N, SWEEP_N = 32, 256
+
+
 def sweep(cfg: DictConfig) -> dict:
     from diffusion.errors import EvaluationError
     from diffusion.evaluation.sweep import markdown_table, run_sweep, save_sweep
     from diffusion.samplers import SamplerSpec
 
     trained, device = _load(cfg)
+    n = SWEEP_N if cfg.n is None else int(cfg.n)
     names = list(cfg.sweep.samplers)
     steps = [int(s) for s in cfg.sweep.steps]
     if not names or not steps:
@@ -131,8 +152,8 @@ def sweep(cfg: DictConfig) -> dict:
         print(f"note: {note}", file=sys.stderr)
     quality = _quality(cfg, shape, trained.cfg.data, device)
     out = _out_dir(cfg, trained.path) / "sweep"
-    print(f"sweep of {names} x steps {steps}, {cfg.n} samples per row, from {trained.path} ({trained.process!r}) on {device}")
-    rows = run_sweep(trained.process, trained.model, shape, specs, steps, n=int(cfg.n), batch_size=int(cfg.batch_size),
+    print(f"sweep of {names} x steps {steps}, {n} samples per row, from {trained.path} ({trained.process!r}) on {device}")
+    rows = run_sweep(trained.process, trained.model, shape, specs, steps, n=n, batch_size=int(cfg.batch_size),
                      seed=int(cfg.seed), device=device, quality=quality, num_classes=trained.num_classes,
                      grid_dir=out if cfg.sweep.grids else None, progress=cfg.progress,
                      log=lambda m: print(m, file=sys.stderr))
@@ -142,7 +163,7 @@ def sweep(cfg: DictConfig) -> dict:
                      f"{quality.digits.digits.test_accuracy:.2%}) against the MNIST5k test split; FD only at equal n")
     files = save_sweep(rows, out, notes, extra={"checkpoint": str(trained.path), "quality": quality.describe(),
                                                 "samplers": {spec.name: spec.options for spec in specs}},
-                       title=f"{trained.process!r}, n={cfg.n}")
+                       title=f"{trained.process!r}, n={n}")
     print(markdown_table(rows, notes) + f"\nwrote {files['md']}, {files['json']} and {files['png']}")
     return {"rows": rows, "files": files}
 
@@ -193,7 +214,8 @@ def schedule(cfg: DictConfig) -> dict:
     shape, _ = trained.shape()
     options = {k: v for k, v in spec.options.items() if k not in ("timesteps", "spacing")}
     out, times = fit_schedule(trained.process, trained.model, shape, spec.name, steps,
-                              _out_dir(cfg, trained.path) / "schedules", n=int(cfg.n), seed=int(cfg.seed),
+                              _out_dir(cfg, trained.path) / "schedules", n=256 if cfg.n is None else int(cfg.n),
+                              seed=int(cfg.seed),
                               device=device, fine_steps=int(cfg.schedule.fine_steps), refine=int(cfg.schedule.refine),
                               options=options)
     print(f"{spec.name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "

@@ -31,6 +31,7 @@ def run(cfg: DictConfig) -> dict:
 
         return run_task(cfg)
     from diffusion.device import pick_device
+    from diffusion.likelihood.analytic import sampler_gamma
     from diffusion.runs import BatchStore, class_labels_for, generate, load_run, save_grid
     from diffusion.samplers import sampler_from_config
 
@@ -38,6 +39,7 @@ def run(cfg: DictConfig) -> dict:
     device = pick_device(cfg.device)
     trained = load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config)
     spec.check(trained.process)
+    spec = spec.replace(**sampler_gamma(spec.options, trained.run_dir, cfg.ema))  # variance=analytic: the run's Gamma
     shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)

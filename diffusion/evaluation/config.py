@@ -76,11 +76,17 @@ class LikelihoodConfig:
     ode: bool = True
     bound: bool = True
     method: str = "dopri5"  # a torchdiffeq solver
-    rtol: float = 1e-5
-    atol: float = 1e-5
-    divergence: Divergence = Divergence.exact
-    probes: int = 1  # Hutchinson probes per image (divergence=hutchinson)
-    t_samples: Optional[int] = None  # bound's time samples (None: all N terms for DDPM, 256 strata for an SDE)
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    divergence: Divergence = Divergence.hutchinson  # exact: d vector-Jacobian products per ODE evaluation
+    probes: int = 2  # Hutchinson probes per image (divergence=hutchinson)
+    t_samples: Optional[int] = 16  # bounds' Monte-Carlo draws (DDPM: importance-sampled steps; SDE: strata); None: all terms / 256 strata
+    sde_bound: bool = True  # DDPM: also the continuous-time bound of its continuous view
+    steps: Optional[int] = 10  # DDPM: the chain length K of the second DDPM bound (the full chain is always there)
+    variances: List[str] = field(default_factory=lambda: ["beta_tilde", "analytic"])  # DDPM bound's reverse variances
+    gamma: Optional[str] = None  # Analytic-DPM's Gamma (JSON); default <run>/eval/gamma_<ema|raw>.json, estimated if missing
+    gamma_steps: int = 100  # grid of the Gamma estimate (interpolated in between)
+    gamma_images: int = 8  # training images per grid step for the Gamma estimate
     dtype: str = "float32"  # float32 | float64
 
 
@@ -111,7 +117,7 @@ class FIDConfig:
 class EvaluateConfig:
     ckpt: Optional[str] = None  # a checkpoint file or run folder (task=fid without it needs data=...)
     task: Task = Task.likelihood
-    n: int = 256  # test images (likelihood) or samples per row (sweep)
+    n: Optional[int] = None  # test images (likelihood, default 32) or samples per row (sweep, default 256)
     batch_size: int = 64
     seed: int = 0
     out: Optional[str] = None  # default: <run dir>/eval

@@ -35,13 +35,43 @@ def test_likelihood_table(cli, vp_run, tmp_path):
 
 
 def test_ddpm_bound_into_the_run_folder(cli, ddpm_run):
-    code, _, stderr = cli("evaluate", f"ckpt={ddpm_run}", "n=2", "likelihood.ode=false", "likelihood.t_samples=4")
+    """DDPM: the SDE bound and the DDPM bounds of the full chain and of K=10 steps with beta_tilde and analytic
+    variances, each with its standard error and NFE; Gamma is estimated once and kept in <run>/eval for samplers."""
+    gamma_file = ddpm_run / "eval" / "gamma_ema.json"
+    gamma_file.unlink(missing_ok=True)
+    args = ("evaluate", f"ckpt={ddpm_run}", "n=2", "likelihood.ode=false", "likelihood.t_samples=4",
+            "likelihood.gamma_steps=10", "likelihood.gamma_images=2")
+    code, stdout, stderr = cli(*args)
     assert code == 0, stderr
     result = json.loads((ddpm_run / "eval" / "likelihood.json").read_text())
-    [bound] = result["estimates"]
-    assert bound["estimator"] == "variational bound" and "DDPM" in bound["detail"] and bound["nfe"] == 4
-    assert math.isfinite(bound["bits_per_dim"]) and math.isfinite(bound["mc_stderr"])
-    assert (ddpm_run / "eval" / "likelihood.md").is_file()
+    names = [e["estimator"] for e in result["estimates"]]
+    assert names == ["SDE bound", "DDPM bound (K=1000, beta_tilde)", "DDPM bound (K=1000, analytic)",
+                     "DDPM bound (K=10, beta_tilde)", "DDPM bound (K=10, analytic)"]
+    for est in result["estimates"]:
+        assert math.isfinite(est["bits_per_dim"]) and math.isfinite(est["mc_stderr"]) and est["nfe"] > 0
+    assert [e["nfe"] for e in result["estimates"]] == [16, 6, 6, 6, 6]  # 4 strata x 4; 4 sampled steps + 2 decoder draws
+    assert result["settings"]["dequantization"] == "uniform" and result["settings"]["t_eps"] == 0.0
+    table = (ddpm_run / "eval" / "likelihood.md").read_text()
+    assert "uniformly dequantized" in table and "t_eps=0" in table and "| DDPM bound (K=10, analytic) |" in table
+    assert gamma_file.is_file() and "estimated Gamma" in stderr
+    code, _, stderr = cli(*args)  # the second run reuses the stored Gamma
+    assert code == 0 and "Gamma from" in stderr and "estimated Gamma" not in stderr
+
+
+def test_analytic_sampling_uses_the_stored_gamma(cli, ddpm_run, tmp_path):
+    gamma_file = ddpm_run / "eval" / "gamma_ema.json"
+    if not gamma_file.is_file():
+        assert cli("evaluate", f"ckpt={ddpm_run}", "n=1", "likelihood.ode=false", "likelihood.sde_bound=false",
+                   "likelihood.t_samples=2", "likelihood.steps=null", "likelihood.gamma_steps=10",
+                   "likelihood.gamma_images=1")[0] == 0
+    for sampler in ("ddpm", "ddim_stochastic"):
+        code, _, stderr = cli("sample", f"ckpt={ddpm_run}", f"sampler={sampler}", "sampler.steps=3", "sampler.variance=analytic",
+                              "n=2", "grid=0", f"out={tmp_path / sampler}")
+        assert code == 0, stderr
+        assert (tmp_path / sampler / "samples.npz").is_file()
+    code, _, stderr = cli("sample", f"ckpt={ddpm_run}", "sampler=ddpm", "sampler.steps=3", "sampler.variance=analytic",
+                          "n=1", f"sampler.gamma={tmp_path / 'none.json'}", f"out={tmp_path / 'x'}")
+    assert code == 2 and "no Gamma file" in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_sweep_table_and_plot(cli, ddpm_run, tmp_path):
