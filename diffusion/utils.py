@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -52,6 +53,25 @@ def write_atomic(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def write_json(path: str | os.PathLike, data: object, indent: int = 1) -> Path:
+    """``data`` as a JSON file, written atomically (``write_atomic``)."""
+    return write_atomic(path, lambda f: f.write(json.dumps(data, indent=indent).encode()))
+
+
+def read_json(path: str | os.PathLike, missing: str, what: str = "a JSON file") -> object:
+    """The JSON in ``path`` (no code runs when it is read). A missing file raises ``ConfigError(missing)``, an
+    unreadable one a ConfigError saying that it is not ``what``."""
+    from diffusion.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(missing)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not {what} (invalid JSON: {err})") from None
 
 
 def _fsync_dir(folder: Path) -> None:

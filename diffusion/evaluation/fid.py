@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import urllib.request
 from pathlib import Path
 from typing import Callable
@@ -33,6 +34,7 @@ from diffusion.evaluation.frechet import frechet_distance, gaussian_stats
 from diffusion.evaluation.inception import (FEATURE, INSTALL, InceptionUnavailable, build_extractor, converted_weights,  # noqa: F401
                                             read_weights, sha256_of, torchscript_path)
 from diffusion.evaluation.kid import kid
+from diffusion.utils import write_atomic
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 KID_REFERENCE_MAX = 10_000  # reference features kept for KID (a seeded subset beyond this; FID's mu, cov use all)
@@ -43,15 +45,8 @@ def _hub_path(url: str) -> Path:
 
 
 def _download(url: str, path: Path, timeout: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        write_atomic(path, lambda f: shutil.copyfileobj(r, f, 1 << 20))
 
 
 def inception_weights(weights: str | os.PathLike | None = None, url: str | None = None, timeout: float = 20.0,

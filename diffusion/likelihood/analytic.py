@@ -27,7 +27,6 @@ coarse grid and interpolated (``Gamma.at``), and from training rather than test 
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffusion.processes.base import MARKOV_CHAIN
 from diffusion.errors import ConfigError
-from diffusion.processes.base import Process
+from diffusion.processes.base import MARKOV_CHAIN, Process
+from diffusion.utils import read_json, write_json
 
 #: the decoder variance is at least this fraction of its upper bound sigma_0^2 / alpha_0^2 (see module docstring)
 DECODER_FLOOR = 1e-2
@@ -91,24 +90,13 @@ class Gamma:
 
     def save(self, path: str | Path) -> Path:
         """JSON (no code runs when it is read back)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Gamma":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"no Gamma file at {path}; estimate one with "
-                                    "`python evaluate.py ckpt=<run> task=likelihood` (writes <run>/eval/gamma_ema.json)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, f"no Gamma file at {path}; estimate one with `python evaluate.py "
+                                             "ckpt=<run> task=likelihood` (writes <run>/eval/gamma_ema.json)",
+                                       "a Gamma file"))
 
 
 def gamma_path(run_dir: str | Path, ema: bool = True) -> Path:

@@ -28,7 +28,6 @@ error of one step is what a grid controls; the solver's order then only rescales
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -39,6 +38,7 @@ from torch import Tensor
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.samplers.common import alpha_sigma, check_timesteps, model_time
+from diffusion.utils import read_json, write_json
 
 #: samplers that evaluate the model at all but the last of their times and stop there (``solver_grid``)
 SOLVER_LAYOUT = ("dpmpp_2m", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde")
@@ -141,25 +141,13 @@ def _shortest_path(cost: Tensor, edges: int, terminal: Tensor | None) -> list[in
 
 def save_timesteps(path: str | os.PathLike, timesteps: list[float], **meta) -> Path:
     """Write a schedule file: JSON with ``timesteps`` and what they were fitted for (sampler, steps, process)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"version": SCHEDULE_VERSION, "timesteps": [float(t) for t in timesteps], **meta},
-                              indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_json(path, {"version": SCHEDULE_VERSION, "timesteps": [float(t) for t in timesteps], **meta}, indent=2)
 
 
 def load_timesteps(path: str | os.PathLike) -> list[float]:
     """The ``timesteps`` of a schedule file written by ``save_timesteps`` (or a bare JSON list of times)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no schedule file at {path}: write one with `evaluate.py ckpt=<run> task=schedule "
-                         "sampler=<name> steps=<NFE>`")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not a schedule file (invalid JSON: {err})") from None
+    data = read_json(path, f"no schedule file at {path}: write one with `evaluate.py ckpt=<run> task=schedule "
+                           "sampler=<name> steps=<NFE>`", "a schedule file")
     times = data.get("timesteps") if isinstance(data, dict) else data
     if not isinstance(times, list) or not all(isinstance(t, (int, float)) for t in times):
         raise ConfigError(f"{path} has no list of numbers under 'timesteps'")
