@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from diffusion.device import describe_machine  # noqa: E402
 from diffusion import inpaint, processes, sample  # noqa: E402
 from diffusion.samplers import CountingModel  # noqa: E402
 
@@ -47,11 +46,7 @@ METHODS = [("replacement", "replacement", {}, [10, 50, 200, 1000]),
 
 
 def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:  # noqa: BLE001
-        return platform.processor() or "unknown"
+    return describe_machine()
 
 
 def main() -> None:

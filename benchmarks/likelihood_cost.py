@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diffusion.device import describe_machine  # noqa: E402
 from diffusion import likelihood  # noqa: E402
 from diffusion.runs import load_run  # noqa: E402
 from diffusion.evaluation.likelihood_table import stored_gamma  # noqa: E402
@@ -56,12 +55,7 @@ def bpd_stats(nll: torch.Tensor, mc: torch.Tensor | None, d: int) -> tuple[float
 
 
 def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                     if line.startswith("Model name"))
-    except StopIteration:
-        model = platform.processor()
-    return f"{model}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{describe_machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def cost_table(process, model, x, d, args) -> list[str]:

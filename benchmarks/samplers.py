@@ -52,7 +52,6 @@ import importlib.util
 import math
 import platform
 import shutil
-import subprocess
 import sys
 import time
 import types
@@ -65,6 +64,7 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from diffusion.device import describe_machine  # noqa: E402
 from diffusion import likelihood, processes  # noqa: E402
 from diffusion.evaluation.frechet import frechet_distance_to  # noqa: E402
 from diffusion.likelihood import ode as ode_module  # noqa: E402
@@ -823,13 +823,7 @@ def _score_sde_run(lik, sde_lib, eps_model, x: Tensor, d: int, tol: float, seed:
 
 # ---------------------------------------------------------------------------------------------------------------
 def machine() -> list[str]:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name"))
-    except Exception:  # noqa: BLE001
-        model = platform.processor() or "unknown"
-    import os
-    return [f"Machine: {model}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
+    return [f"Machine: {describe_machine()} ({torch.get_num_threads()} torch threads), "
             f"torch {torch.__version__}, Python {platform.python_version()}, "
             f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}."]
 

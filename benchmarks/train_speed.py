@@ -15,7 +15,6 @@ model (a configs/model name), process, batch, precision (fp32|bf16|fp16), device
 """
 from __future__ import annotations
 
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from diffusion.device import describe_machine  # noqa: E402
 from diffusion import config as schema  # noqa: E402
 from diffusion.data import InMemoryImages  # noqa: E402
 from diffusion.training.loop import Trainer  # noqa: E402
@@ -54,9 +54,7 @@ def synthetic_images(channels: int, size: int, n: int) -> InMemoryImages:
 
 
 def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{describe_machine(device)}, {torch.get_num_threads()} threads"
 
 
 def main() -> None:

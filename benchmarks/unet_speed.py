@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from diffusion.device import describe_machine  # noqa: E402
 from diffusion.processes import DDPM  # noqa: E402
 
 # wall time by default; --clock cpu (with --threads 1) counts only this process' CPU time, which a busy
@@ -189,8 +189,7 @@ def main() -> None:
     modes = args.modes or (["fp32", "bf16", "bf16+cl", "bf16+cl+compile"] if device == "cuda" else ["fp32", "bf16"])
     batches = args.batch or [64 if device == "cpu" else 128]
     batches = batches * len(args.configs) if len(batches) == 1 else batches
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = describe_machine()
     print(f"# torch {torch.__version__}, {device}: "
           f"{torch.cuda.get_device_name() if device == 'cuda' else cpu}, {torch.get_num_threads()} threads, {args.clock} clock")
     header = ("| config | mode | batch | params ours / theirs | train s/step ours | theirs | ratio | train img/s ours "

@@ -40,3 +40,26 @@ def test_cuda_without_cuda_is_a_one_line_config_error():
         with pytest.raises(ConfigError) as e:
             pick_device("cuda", setting=setting)
         assert str(e.value) == f"{setting}=cuda but CUDA is not available here: set {setting}=auto or {setting}=cpu"
+
+
+def test_describe_machine_names_the_cpu_its_cores_and_amx(monkeypatch, tmp_path):
+    """Benchmark records and the run log name the CPU model, the cores this process may use and AMX (where bf16
+    is fast): read from /proc/cpuinfo's first core."""
+    import builtins
+    import os
+
+    from diffusion.device import describe_machine
+
+    cpuinfo = tmp_path / "cpuinfo"
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(cpuinfo if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2 avx512f\n\n"
+                       "processor\t: 1\nmodel name\t: other\nflags\t\t: amx_bf16\n")
+    assert describe_machine() == "AMD EPYC 9B14, 2 cores, no AMX"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: avx512f amx_bf16 amx_tile\n")
+    assert describe_machine("cpu") == "Intel(R) Xeon(R) Processor, 2 cores, AMX-bf16"
