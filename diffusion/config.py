@@ -44,6 +44,9 @@ class TrainerConfig:
     # wall-clock budget of the training loop in minutes (0: none); reaching it stops like max_steps
     # does (checkpoint, final sample grid), so a run fits a time slot on any machine
     max_minutes: float = 13.0
+    # when the first steps show that max_steps will not fit max_minutes, lower max_steps (once, logged, saved in
+    # the checkpoints) so that the lr schedule and the EMA still finish in time; false: stop where time runs out
+    fit_budget: bool = True
     batch_size: int = 64
     grad_accum: int = 1
     # the optimizer and the learning-rate schedule (diffusion/training/optim.py): config targets built with the

@@ -53,6 +53,9 @@ from diffusion.utils import derive_seed
 
 log = logging.getLogger(__name__)
 
+#: the budget fit (trainer.fit_budget) times FIT_OVER optimizer steps after the first FIT_FROM of a session
+FIT_FROM, FIT_OVER = 5, 20
+
 __all__ = ["Trainer", "StopReason", "Periodic", "resolve_precision", "derive_seed", "warmup_lr", "AMP_DTYPES"]
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -109,6 +112,7 @@ class _Window:
         self.loss = torch.zeros((), device=device)
         self.grad_norm = torch.zeros((), device=device)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.all_excluded_seconds = 0.0  # since fit began (not reset with the window)
         self.reset()
 
     def add(self, step: int, loss: Tensor, grad_norm: Tensor) -> None:
@@ -131,6 +135,7 @@ class _Window:
             yield
         finally:
             self.excluded_seconds += time.perf_counter() - start
+            self.all_excluded_seconds += time.perf_counter() - start
 
 
 class Trainer:
@@ -208,10 +213,14 @@ class Trainer:
         optimizer = instantiate(tc.optimizer, _partial_=True)(
             self.params, lr=float(tc.lr), betas=tuple(tc.adam_betas), eps=float(tc.adam_eps),
             weight_decay=float(tc.weight_decay))
+        return optimizer, self._lr_schedule()
+
+    def _lr_schedule(self) -> Callable[[int], float]:
+        tc = self.tcfg
         lr_at = partial(instantiate(tc.lr_schedule, _partial_=True), lr=float(tc.lr),
                         warmup_steps=int(tc.warmup_steps), max_steps=int(tc.max_steps))
         lr_at(0)  # a bad schedule option fails here, before training
-        return optimizer, lr_at
+        return lr_at
 
     def _seed_streams(self, *resumed_at: int) -> None:
         """Seed this rank's random streams from trainer.seed (``resumed_at``: the step, for fresh streams in a
@@ -321,11 +330,19 @@ class Trainer:
         bar = tqdm(total=tc.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.dist.is_main and tc.progress), mininterval=1.0)
         reason = StopReason.max_steps
+        fitting = tc.max_minutes > 0 and tc.fit_budget and self.step + FIT_FROM + FIT_OVER < tc.max_steps
         try:
             while self.step < tc.max_steps:
+                if fitting and self.step == start_step + FIT_FROM:
+                    _synchronize(self.device)
+                    fit_start, periodic_before = time.perf_counter(), window.all_excluded_seconds
                 loss, grad_norm, lr = self.train_step(batches)
                 if self.step == start_step + 1 and tc.max_minutes > 0:
                     self._estimate_final_cost()
+                if fitting and self.step == start_step + FIT_FROM + FIT_OVER:
+                    _synchronize(self.device)
+                    seconds = time.perf_counter() - fit_start - (window.all_excluded_seconds - periodic_before)
+                    self._fit_steps_to_budget(seconds / FIT_OVER, deadline, bar)
                 window.add(self.step, loss, grad_norm)
                 bar.update(1)
                 stop = self._stop_reason(window, deadline)
@@ -353,6 +370,34 @@ class Trainer:
         return {"step": self.step, "stopped_by": reason, "signal": self._signal_name(reason),
                 "checkpoint": self.latest_checkpoint(), "precision": self.precision, "replicas_in_sync": in_sync,
                 "world_size": self.dist.world_size}
+
+    def _fit_steps_to_budget(self, step_seconds: float, deadline: float, bar) -> None:
+        """Lower ``trainer.max_steps`` when, at ``step_seconds`` per optimizer step (the slowest rank's), it would
+        not fit the time budget: the lr schedule and the EMA then finish within ``trainer.max_minutes`` instead of
+        being cut off mid-schedule. Periodic actions count at their estimated or last durations; 3% is kept
+        spare. The new value goes into the run's config, and so into its checkpoints: a resumed run keeps it."""
+        tc = self.tcfg
+        step_seconds = self._slowest(step_seconds)
+        periodic = [a for a in self.periodic if a.every > 0]
+        per_step = step_seconds + sum(a.seconds / a.every for a in periodic)
+        at_end = sum(a.seconds for a in self.periodic if a.at_end)
+        fits = max(int((0.97 * (deadline - time.perf_counter()) - at_end) / per_step), 1)
+        if self.step + fits >= tc.max_steps:
+            return
+        log.info(f"at {1 / step_seconds:.2f} steps/s, trainer.max_steps={tc.max_steps} would not fit "
+                 f"trainer.max_minutes={tc.max_minutes}: training {self.step + fits} steps, so that the lr schedule "
+                 "finishes in time (trainer.fit_budget=false keeps max_steps and stops where the time runs out)")
+        tc.max_steps = self.step + fits
+        self.lr_at = self._lr_schedule()
+        bar.total = tc.max_steps
+        bar.refresh()
+
+    def _slowest(self, seconds: float) -> float:
+        if not self.dist.distributed:
+            return seconds
+        value = torch.tensor([seconds], device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return float(value.item())
 
     def _stop_reason(self, window: _Window, deadline: float) -> StopReason | None:
         """Whether to stop after this step, agreed on by all ranks so that all take the same branch; a loss that
@@ -562,7 +607,8 @@ class Trainer:
     # ---- precision probe ----------------------------------------------------------------------------------
     def _bf16_speedup(self) -> float:
         """fp32 time / bf16-autocast time of one forward+backward of the real loss on a real-sized batch
-        (interleaved, best of 3 after a warm-up each: the minimum shrugs off other processes' load).
+        (interleaved, best of 3 after a warm-up each: the minimum shrugs off other processes' load; one round
+        when bf16 is more than 2x slower).
         Leaves weights, gradients and RNG states as found."""
         shape = self._sample_shape(self.micro_batch)
         g = torch.Generator(self.device).manual_seed(0)
@@ -584,6 +630,10 @@ class Trainer:
                     t = run(dtype)
                     if rep:
                         times[dtype].append(t)
+                # bf16 without hardware support (most CPUs without AMX) runs at ~1/10 of fp32: one timed
+                # round shows it, and further rounds would cost the run several seconds each
+                if rep == 1 and times[torch.bfloat16][0] > 2 * times[None][0]:
+                    break
         self.net.zero_grad(set_to_none=True)
         speedup = min(times[None]) / min(times[torch.bfloat16])
         log.info(f"precision=auto: bf16 autocast is {speedup:.2f}x the speed of fp32 on this CPU")

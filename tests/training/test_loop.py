@@ -3,6 +3,7 @@ across an epoch boundary, NaN stop, stop requests, gradient accumulation, class 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -190,3 +191,36 @@ def test_compiled_training_saves_the_bare_network(tmp_path):
     state = load_checkpoint(tmp_path)
     assert not any("_orig_mod" in k for k in state["model"]) and state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+COSINE = "trainer.lr_schedule._target_=diffusion.training.optim.warmup_cosine"
+
+
+def test_budget_fit_lowers_max_steps_to_what_the_time_allows(tmp_path):
+    """trainer.fit_budget: at 0.1 s per step a 10 s budget holds 0.97 * 10 / 0.1 = 97 steps (3% spare), so
+    max_steps drops from 1000 to 97 and the cosine schedule is rebuilt to end there; a fast step leaves it."""
+    from tqdm import tqdm
+
+    trainer = Trainer(tiny_cfg("trainer.max_steps=1000", "trainer.max_minutes=1", "trainer.ckpt_every=0", COSINE,
+                               "trainer.warmup_steps=2"), tmp_path, tiny_images())
+    bar = tqdm(total=1000, disable=True)
+    trainer._fit_steps_to_budget(1e-4, time.perf_counter() + 10.0, bar)
+    assert trainer.tcfg.max_steps == 1000
+    trainer._fit_steps_to_budget(0.1, time.perf_counter() + 10.0, bar)
+    assert trainer.tcfg.max_steps in (96, 97) and bar.total == trainer.tcfg.max_steps
+    last = trainer.tcfg.max_steps - 1
+    assert trainer.lr_at(last) == 0.0 and trainer.lr_at(last - 10) > 0.0   # the cosine now reaches its floor there
+
+
+def test_budget_fit_in_a_run_is_saved_with_the_checkpoint(tmp_path):
+    """A 3-second budget cannot hold 100,000 tiny steps: the run trains the fitted number (timed over its first
+    steps) and its checkpoints carry it, so a resumed run keeps the same schedule; fit_budget=false keeps it."""
+    trainer = Trainer(tiny_cfg("trainer.max_steps=100000", "trainer.max_minutes=0.05", "trainer.ckpt_every=0",
+                               COSINE), tmp_path / "fit", tiny_images())
+    summary = trainer.fit()
+    fitted = trainer.tcfg.max_steps
+    assert 25 < fitted < 100000 and summary["step"] <= fitted
+    assert f"max_steps: {fitted}\n" in load_checkpoint(tmp_path / "fit")["config"]
+    kept = Trainer(tiny_cfg("trainer.max_steps=100000", "trainer.max_minutes=0.02", "trainer.ckpt_every=0",
+                            "trainer.fit_budget=false"), tmp_path / "kept", tiny_images())
+    assert kept.fit()["stopped_by"] is StopReason.time and kept.tcfg.max_steps == 100000
