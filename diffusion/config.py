@@ -99,8 +99,9 @@ class TrainConfig:
     loss: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # what the network predicts (eps | x0 | v | score | velocity | edm); samplers always see eps through
-    # EpsModel (EDMPrecond for edm: EDM's preconditioning)
-    prediction: str = "eps"
+    # EpsModel (EDMPrecond for edm: EDM's preconditioning); auto: what the loss trains natively
+    # (training.build.resolve_formulation: velocity for flow matching, edm for EDM's loss, else eps)
+    prediction: str = "auto"
     # continue the run in hydra.run.dir from its latest checkpoint
     resume: bool = False
     # build whatever the resumed checkpoint's saved config names (default: only the project's own classes)

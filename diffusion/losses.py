@@ -106,6 +106,9 @@ class EDMLoss:
     sigma_data is the process's (0.5 where it sets none; ``preconditioning.sigma_data``).
     """
 
+    #: what the network predicts when the config says ``prediction: auto``
+    prediction = "edm"
+
     def __init__(self, process: Process):
         self.process = process
 
@@ -136,6 +139,9 @@ class FlowMatching:
     (1/(1 - t)^2 times the eps loss on rectified flow). Exact in the network's own space for ``prediction:
     velocity``; other predictions are converted.
     """
+
+    #: what the network predicts when the config says ``prediction: auto``
+    prediction = "velocity"
 
     def __init__(self, process: Process):
         self.process = process

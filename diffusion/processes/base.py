@@ -38,6 +38,8 @@ class Process(ABC):
     offers: frozenset[str] = frozenset()
     #: the clock the probability-flow ODE is best solved over: ``t``, or ``log_snr`` where f and g^2 jump in t
     ode_clock: str = "t"
+    #: the loss (configs/loss/<name>) this process trains with when the config says ``loss: auto``
+    default_loss: str = "eps_mse"
     #: largest time: the prior lives here
     t_max: float = 1.0
     #: smallest time where samplers evaluate the model before the final denoising step

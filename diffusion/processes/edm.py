@@ -25,6 +25,7 @@ from diffusion.processes.base import Process
 
 class EDM(Process):
     name = "edm"
+    default_loss = "edm"
     default_spacing = "karras"
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5, rho: float = 7.0,

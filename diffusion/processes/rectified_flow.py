@@ -40,6 +40,7 @@ T_SAMPLINGS = ("uniform", "logit_normal")
 
 class RectifiedFlow(Process):
     name = "rectified_flow"
+    default_loss = "flow_matching"
 
     def __init__(self, t_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
                  t_min: float = 2e-3, t_eps: float = 1e-3, t_max: float = 0.999):

@@ -4,13 +4,29 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from diffusion.parameterization import PREDICTIONS, EpsModel
 from diffusion.preconditioning import EDMPrecond
 from diffusion.processes.base import Process
 from diffusion.training.errors import ConfigError
+
+
+def resolve_formulation(cfg: DictConfig) -> None:
+    """Make ``loss: auto`` and ``prediction: auto`` concrete, in place, so that the run's config.yaml and its
+    checkpoints name what was trained: the loss is the process's ``default_loss`` (flow matching for rectified
+    flow, EDM's loss for EDM, eps-MSE for the others) and the prediction the one the loss trains natively (its
+    ``prediction``: velocity for flow matching, edm for EDM's loss, else eps). Explicit choices stay."""
+    from hydra.utils import get_class
+
+    from diffusion.config import generated_schemas
+
+    if str(cfg.loss.get("_target_", "")) == "auto":
+        name = type(build_process(cfg)).default_loss
+        cfg.loss = OmegaConf.structured(generated_schemas()[("schema/loss", name)])
+    if str(cfg.get("prediction", "eps")) == "auto":
+        cfg.prediction = getattr(get_class(str(cfg.loss._target_)), "prediction", "eps")
 
 
 def build_process(cfg: DictConfig) -> Process:
@@ -34,7 +50,9 @@ def build_eps_model(net: nn.Module, process: Process, cfg: DictConfig) -> EpsMod
 
 
 def build_loss(cfg: DictConfig, process: Process) -> Any:
-    """The loss object ``loss(model, x0, class_labels=None, generator=None) -> (batch,)`` for ``process``."""
+    """The loss object ``loss(model, x0, class_labels=None, generator=None) -> (batch,)`` for ``process``
+    (``loss: auto`` is resolved first, in place)."""
+    resolve_formulation(cfg)
     make = instantiate(cfg.loss)
     try:
         return make(process)
