@@ -9,6 +9,8 @@ and the training grids call it. A wrong option or step count fails when the spec
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 from torch import Tensor
@@ -50,7 +52,15 @@ class SamplerSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.name}_{self.steps}"
+        """``<name>_<steps>``, the name of sample.py's output folder and of the sweep's grids. With explicit
+        ``timesteps`` it names the walk that runs: ``<name>_<file stem>`` for a schedule file (``unipc_6.json``
+        gives ``<name>_unipc_6``), ``<name>_<len - 1>_grid`` for a list of times."""
+        grid = self.options.get("timesteps")
+        if grid is None:
+            return f"{self.name}_{self.steps}"
+        if isinstance(grid, (str, os.PathLike)):
+            return f"{self.name}_{Path(grid).stem}"
+        return f"{self.name}_{len(grid) - 1}_grid"
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "steps": self.steps, **self.options}

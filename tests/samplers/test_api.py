@@ -199,3 +199,12 @@ def test_config_runs_on_every_supported_process(name):
         assert x.shape == (2, 3) and torch.isfinite(x).all()
         expected = {"pc": 5 * (1 + cfg.get("corrector_steps", 0)), "ode": None, "heun": 2 * 5 - 1}.get(name, 5)
         assert expected is None or model.nfe == expected, (name, process, model.nfe)
+
+
+def test_spec_label_names_the_walk_that_runs():
+    """sample.py's folder and the sweep's grids are named by the label: explicit timesteps replace steps there."""
+    from diffusion.samplers import SamplerSpec
+
+    assert SamplerSpec("ddim", steps=50).label == "ddim_50"
+    assert SamplerSpec("unipc", steps=20, timesteps="runs/x/eval/schedules/unipc_6.json").label == "unipc_unipc_6"
+    assert SamplerSpec("ipndm", timesteps=[0.999, 0.5, 0.1, 0.002]).label == "ipndm_3_grid"
