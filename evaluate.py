@@ -156,7 +156,8 @@ def sweep(cfg: DictConfig) -> dict:
     rows = run_sweep(trained.process, trained.model, shape, specs, steps, n=n, batch_size=int(cfg.batch_size),
                      seed=int(cfg.seed), device=device, quality=quality, num_classes=trained.num_classes,
                      grid_dir=out if cfg.sweep.grids else None, progress=cfg.progress,
-                     log=lambda m: print(m, file=sys.stderr))
+                     log=lambda m: print(m, file=sys.stderr),
+                     fitted=_fitted_grid(cfg, trained, shape, device) if cfg.sweep.fitted else None)
     notes = list(quality.notes)
     if quality.digits is not None:
         notes.append(f"digit FD/KID: in the shipped digit classifier's 128-d features (test accuracy "
@@ -166,6 +167,27 @@ def sweep(cfg: DictConfig) -> dict:
                        title=f"{trained.process!r}, n={n}")
     print(markdown_table(rows, notes) + f"\nwrote {files['md']}, {files['json']} and {files['png']}")
     return {"rows": rows, "files": files}
+
+
+def _fitted_grid(cfg: DictConfig, trained, shape, device):
+    """``(spec, steps) -> times`` for ``sweep.fitted``: the schedule file of task=schedule for that sampler and
+    steps, fitted now (GITS with ``schedule.*``, on 256 prior draws) where it does not exist yet."""
+    from diffusion.evaluation.schedule import fit_schedule
+    from diffusion.samplers.gits import load_timesteps
+
+    folder = _out_dir(cfg, trained.path) / "schedules"
+
+    def times(spec, steps: int) -> list[float]:
+        path = folder / f"{spec.name}_{steps}.json"
+        if path.exists():
+            return load_timesteps(path)
+        options = {k: v for k, v in spec.options.items() if k not in ("timesteps", "spacing")}
+        print(f"fitting a {steps}-step grid for {spec.name} (task=schedule) ...", file=sys.stderr)
+        return fit_schedule(trained.process, trained.model, shape, spec.name, steps, folder, seed=int(cfg.seed),
+                            device=device, fine_steps=int(cfg.schedule.fine_steps), refine=int(cfg.schedule.refine),
+                            options=options)[1]
+
+    return times
 
 
 def fid(cfg: DictConfig) -> dict:

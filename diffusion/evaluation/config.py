@@ -97,6 +97,9 @@ class SweepConfig:
     # per-sampler option overrides on top of configs/sampler/<name>.yaml, e.g. {pc: {snr: 0.1}}
     options: Optional[Any] = None
     grids: bool = True  # save the first 16 samples of every row as a PNG
+    # also run every (sampler, steps) on a time grid fitted to the model (task=schedule's fit, with schedule.*):
+    # <run>/eval/schedules/<sampler>_<steps>.json, fitted once and reused
+    fitted: bool = False
 
 
 @dataclass

@@ -27,34 +27,38 @@ def run_sweep(process: Process, model: Callable, shape: Sequence[int],
               samplers: Sequence[SamplerSpec] | dict[str, dict[str, Any]], steps: Sequence[int], *, n: int, batch_size: int = 64, seed: int = 0, device: torch.device | str = "cpu",
               quality: Callable[[torch.Tensor], dict[str, float | None]] | None = None,
               num_classes: int | None = None, grid_dir: str | Path | None = None, progress: bool = False,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print,
+              fitted: Callable[[SamplerSpec, int], Sequence[float]] | None = None) -> list[dict[str, Any]]:
     """One row per (sampler, steps): {"sampler", "steps", "nfe", "seconds", "images_per_second", "n", "fid", "kid",
     "digit_fd", "digit_kid", ...and every other score ``quality`` gives (floors, KID std, ...)}.
 
     samplers: ``SamplerSpec``s, or name -> options (e.g. {"ddim": {"eta": 0.0}, "pc": {"snr": 0.16}}); ``steps``
     overrides theirs. Every one is checked against the process before anything runs.
     With ``grid_dir`` the first 16 samples of every row are saved as ``<sampler>_<steps>.png``.
+    ``fitted(spec, steps) -> times``: each (sampler, steps) also runs on the time grid it returns (a grid fitted to
+    the model, ``evaluation.schedule``), in a row named ``<sampler> fitted`` (grids ``<sampler>_fitted_<steps>.png``).
     """
     if isinstance(samplers, dict):
         samplers = [SamplerSpec(name, **{k: v for k, v in (options or {}).items() if k not in ("name", "steps")})
                     for name, options in samplers.items()]
     for spec in samplers:
         spec.check(process)
+    walks = [(spec.name, spec, int(s)) for spec in samplers for s in steps]
+    if fitted is not None:
+        walks += [(f"{spec.name} fitted", spec.replace(timesteps=[float(t) for t in fitted(spec, int(s))]), int(s))
+                  for spec in samplers for s in steps]
     rows = []
-    for spec in samplers:
-        name = spec.name
-        for s in steps:
-            images, _, stats = generate(process, model, n, shape, sampler=spec.replace(steps=int(s)), seed=seed,
-                                        batch_size=batch_size, num_classes=num_classes, device=device,
-                                        progress=progress)
-            scores = quality(images) if quality is not None else {}
-            row = {"sampler": name, "steps": int(s), "nfe": stats.nfe, "seconds": stats.seconds,
-                   "images_per_second": stats.images_per_second, "n": n,
-                   **{k: scores.get(k) for k in METRICS}, **{k: v for k, v in scores.items() if k not in METRICS}}
-            rows.append(row)
-            if grid_dir is not None:
-                save_grid(images[:16], Path(grid_dir) / f"{name}_{int(s)}.png")
-            log(" ".join(f"{k}={_fmt(v)}" for k, v in row.items() if not isinstance(v, (list, dict))))
+    for name, spec, s in walks:
+        images, _, stats = generate(process, model, n, shape, sampler=spec.replace(steps=s), seed=seed,
+                                    batch_size=batch_size, num_classes=num_classes, device=device, progress=progress)
+        scores = quality(images) if quality is not None else {}
+        row = {"sampler": name, "steps": s, "nfe": stats.nfe, "seconds": stats.seconds,
+               "images_per_second": stats.images_per_second, "n": n,
+               **{k: scores.get(k) for k in METRICS}, **{k: v for k, v in scores.items() if k not in METRICS}}
+        rows.append(row)
+        if grid_dir is not None:
+            save_grid(images[:16], Path(grid_dir) / f"{name.replace(' ', '_')}_{s}.png")
+        log(" ".join(f"{k}={_fmt(v)}" for k, v in row.items() if not isinstance(v, (list, dict))))
     return rows
 
 

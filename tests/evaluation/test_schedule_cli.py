@@ -33,3 +33,21 @@ def test_bad_schedule_file_is_one_line(cli, vp_run, tmp_path):
     code, _, stderr = cli("sample", f"ckpt={vp_run}", "sampler=ipndm", f"sampler.timesteps={tmp_path / 'none.json'}",
                           "n=2", "batch_size=2", f"out={tmp_path / 's'}", "grid=0")
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and "task=schedule" in stderr, stderr
+
+
+def test_sweep_runs_fitted_grids_beside_the_fixed_ones(cli, vp_run, tmp_path):
+    """sweep.fitted=true: each (sampler, steps) also walks the grid task=schedule fits (fitted once into
+    <out>/schedules/<sampler>_<steps>.json, read back on the next sweep), in a row named '<sampler> fitted'."""
+    args = ("evaluate", f"ckpt={vp_run}", "task=sweep", "sweep.samplers=[ipndm]", "sweep.steps=[3]", "n=4",
+            "batch_size=4", "sweep.fitted=true", "schedule.refine=0", "schedule.fine_steps=20", f"out={tmp_path}",
+            "fid.inception=false", "fid.digit_fd=false")
+    code, stdout, stderr = cli(*args)
+    assert code == 0, stderr
+    rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["rows"]
+    assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows] == [("ipndm", 3, 3), ("ipndm fitted", 3, 3)]
+    fitted = tmp_path / "schedules" / "ipndm_3.json"
+    assert "fitting a 3-step grid for ipndm" in stderr and fitted.exists()
+    assert (tmp_path / "sweep" / "ipndm_fitted_3.png").exists()
+    stamp = fitted.stat().st_mtime_ns
+    code, _, stderr = cli(*args)
+    assert code == 0 and "fitting" not in stderr and fitted.stat().st_mtime_ns == stamp   # reused, not refitted
