@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffusion.data.mnist5k import MNIST5k  # noqa: E402
+from diffusion.device import describe_machine  # noqa: E402
 from diffusion.evaluation.digit_features import load_digit_features  # noqa: E402
 from diffusion.runs import generate  # noqa: E402
 from diffusion.evaluation.likelihood_table import likelihood_table  # noqa: E402
@@ -49,15 +49,17 @@ FORMULATIONS = {
 }
 
 
-def train(name: str, overrides: list[str], out: Path, minutes: float, smoke: bool) -> Path:
+def train(name: str, overrides: list[str], out: Path, minutes: float, smoke: bool, steps: int = 0,
+          extra: tuple[str, ...] = ()) -> Path:
     run = out / name
     if (run / "checkpoints").exists() and any((run / "checkpoints").glob("*.pt")):
         print(f"[{name}] reusing {run}", flush=True)
         return run
     budget = ["trainer.max_steps=3", "trainer.batch_size=8", "trainer.warmup_steps=1", "trainer.ckpt_every=3",
               "trainer.precision=fp32", "trainer.sample_count=4"] if smoke \
-        else [f"trainer.max_minutes={minutes}", "trainer.max_steps=1000000"]
-    cmd = [sys.executable, str(ROOT / "train.py"), "model=unet_mnist", "data=mnist5k", *overrides, *budget,
+        else [f"trainer.max_steps={steps}", "trainer.max_minutes=0"] if steps \
+        else [f"trainer.max_minutes={minutes}", "trainer.max_steps=1000000", "trainer.fit_budget=false"]
+    cmd = [sys.executable, str(ROOT / "train.py"), "model=unet_mnist", "data=mnist5k", *overrides, *budget, *extra,
            "trainer.sample_every=0", "trainer.bpd_every=0", "trainer.progress=false", f"hydra.run.dir={run}"]
     print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
@@ -88,9 +90,11 @@ def evaluate(name: str, run: Path, args, digits, test_images: torch.Tensor) -> d
     t_samples = args.bound_t_samples or (None if MARKOV_CHAIN in process.offers else 64)  # None: all N DDPM terms
     table = likelihood_table(process, model, test_images[:args.bpd_images], divergence="hutchinson", probes=1,
                              rtol=args.ode_tol, atol=args.ode_tol, t_samples=t_samples,
-                             batch_size=args.batch, seed=args.seed)
-    row["bpd_ode"], row["bpd_bound"] = table["ODE NLL"].mean, table["variational bound"].mean
-    row["bpd_ode_se"], row["bpd_bound_se"] = table["ODE NLL"].stderr, table["variational bound"].stderr  # over images
+                             batch_size=args.batch, seed=args.seed, variances=("beta_tilde",), sde_bound=False)
+    # DDPM's own bound is its 1000-step chain's (posterior variance beta_tilde); the SDEs' is the continuous one
+    bound = next((e.name for e in table.estimates if e.name.startswith("DDPM bound")), "variational bound")
+    row["bpd_ode"], row["bpd_bound"] = table["ODE NLL"].mean, table[bound].mean
+    row["bpd_ode_se"], row["bpd_bound_se"] = table["ODE NLL"].stderr, table[bound].stderr  # over images
     return row
 
 
@@ -110,6 +114,10 @@ def markdown(rows: list[dict], floor: float, args) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=10.0, help="training-loop minutes per formulation")
+    p.add_argument("--steps", type=int, default=0, help="optimizer steps per formulation instead of --minutes "
+                   "(the same work on any machine)")
+    p.add_argument("--set", nargs="*", default=[], help="more train.py overrides for every formulation, "
+                   "e.g. --set trainer.precision=fp32")
     p.add_argument("--formulations", nargs="+", default=list(FORMULATIONS), choices=list(FORMULATIONS))
     p.add_argument("--samplers", nargs="+", default=["dpmpp_2m", "ddim", "heun"])
     p.add_argument("--nfe", nargs="+", type=int, default=[10, 20, 50])
@@ -133,12 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     floor = digits.frechet_distance(test_images[:args.samples])  # as many real digits as samples: same-n bias
     rows = []
     for name in args.formulations:
-        run = train(name, FORMULATIONS[name], args.out, args.minutes, args.smoke)
+        run = train(name, FORMULATIONS[name], args.out, args.minutes, args.smoke, args.steps, tuple(args.set))
         rows.append(evaluate(name, run, args, digits, test_images))
     table = markdown(rows, floor, args)
-    machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    text = (f"\n## {'SMOKE RUN (3 training steps: numbers mean nothing)' if args.smoke else f'{args.minutes:g} min per formulation'}"
-            f", {time.strftime('%Y-%m-%d')}\n\nMachine: {machine}. Samples: {args.samples} per cell; bits/dim on "
+    machine = f"{describe_machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
+    text = (f"\n## {'SMOKE RUN (3 training steps: numbers mean nothing)' if args.smoke else f'{budget} per formulation'}"
+            f", {time.strftime('%Y-%m-%d')}\n\n`python benchmarks/formulations.py {' '.join(sys.argv[1:])}`\n\nMachine: {machine}. Samples: {args.samples} per cell; bits/dim on "
             f"{args.bpd_images} held-out digits.\n\n{table}\n")
     print(text)
     (args.out / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
