@@ -28,6 +28,7 @@ def run(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
 
     from diffusion import config as schema
+    from diffusion.device import describe_machine
     from diffusion.runs import config_from_checkpoint
     from diffusion.training import distributed as D
     from diffusion.training.checkpoint import load_checkpoint, require_checkpoints
@@ -53,9 +54,12 @@ def run(cfg: DictConfig) -> dict:
     if main_rank:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info(f"run folder {run_dir}: {trainer.micro_batch} images x {trainer.accum} accumulation x "
-                 f"{D.current().world_size} processes per step on {trainer.device}, precision {trainer.precision}")
+                 f"{D.current().world_size} processes per step on {trainer.device} ({describe_machine(trainer.device)}), "
+                 f"precision {trainer.precision}")
     summary = trainer.fit()
     if main_rank:
+        # trainer.fit_budget may have lowered max_steps to fit the time budget
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         print(final_report(summary, cfg, relative(run_dir)), flush=True)
     return summary
 

@@ -46,11 +46,13 @@ def test_run_folder_and_printed_commands(tmp_path):
     assert (run / ".hydra" / "overrides.yaml").exists()
     saved = (run / "config.yaml").read_text()
     assert "_target_: diffusion.nn.UNet" in saved and "precision: fp32" in saved
+    # the default formulation (rectified flow, loss and prediction auto) is saved as what trained
+    assert "_target_: diffusion.losses.FlowMatching" in saved and "\nprediction: velocity\n" in saved
     state = torch.load(run / "checkpoints" / "ckpt_4.pt", weights_only=True)
     assert state["config"] == saved and state["step"] == 4
     where = f"runs/{run.name}"
     assert f"Run folder:  {where}" in proc.stdout
-    assert f"python sample.py ckpt={where} sampler=ddim_stochastic\n" in proc.stdout
+    assert f"python sample.py ckpt={where} sampler=dpmpp_2m\n" in proc.stdout
     assert f"python evaluate.py ckpt={where} task=likelihood" in proc.stdout
 
 

@@ -94,7 +94,7 @@ def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
         lines.append(f"Stopped ({summary['signal']}) at step {summary['step']} and saved {saved}. "
                      f"Continue with:\n  python train.py resume=true hydra.run.dir={where}")
     lines.append(f"\nRun folder:  {where}\n"
-                 f"Sample:      python sample.py ckpt={where} sampler=ddim_stochastic\n"
+                 f"Sample:      python sample.py ckpt={where} sampler=dpmpp_2m\n"
                  f"Likelihood:  python evaluate.py ckpt={where} task=likelihood\n"
                  f"TensorBoard: tensorboard --logdir {where}/tb")
     return "\n".join(lines)

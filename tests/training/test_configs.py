@@ -5,7 +5,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from diffusion.training.build import build_loss, build_process
+from omegaconf import OmegaConf
+
+from diffusion.training.build import build_loss, build_process, resolve_formulation
 from diffusion.training.errors import ConfigError
 
 from .helpers import REPO, compose_train
@@ -14,10 +16,34 @@ from .helpers import REPO, compose_train
 def test_default_run_settings():
     cfg = compose_train()
     assert cfg.model._target_ == "diffusion.nn.UNet" and cfg.model.image_size == 28
-    assert cfg.process._target_ == "diffusion.processes.DDPM" and cfg.data._target_ == "diffusion.data.MNIST5k"
-    assert cfg.sampler.name == "ddim" and cfg.sampler.eta == 1.0
+    assert cfg.process._target_ == "diffusion.processes.RectifiedFlow" and cfg.data._target_ == "diffusion.data.MNIST5k"
+    assert (cfg.loss._target_, cfg.prediction) == ("auto", "auto")
+    assert cfg.sampler.name == "dpmpp_2m" and cfg.sampler.steps == 20
     t = cfg.trainer
-    assert (t.max_steps, t.max_minutes, t.batch_size) == (2500, 13, 64)
+    assert (t.max_steps, t.max_minutes, t.batch_size, t.lr) == (1200, 9, 64, 1e-3)
+    assert t.lr_schedule._target_ == "diffusion.training.optim.warmup_cosine" and t.fit_budget
+
+
+# process -> (loss, prediction) that ``loss: auto`` and ``prediction: auto`` become
+NATURAL = {"ddpm": ("EpsMSE", "eps"), "vpsde": ("EpsMSE", "eps"), "subvpsde": ("EpsMSE", "eps"),
+           "vesde": ("EpsMSE", "eps"), "edm": ("EDMLoss", "edm"), "rectified_flow": ("FlowMatching", "velocity")}
+
+
+@pytest.mark.parametrize("process", sorted(NATURAL))
+def test_auto_loss_and_prediction_follow_the_process(process):
+    """loss=auto, prediction=auto (the defaults) become the process's own loss and that loss's prediction, written
+    into the config (what config.yaml and checkpoints save); explicit choices stay as given."""
+    cfg = compose_train(f"process={process}")
+    resolve_formulation(cfg)
+    loss, prediction = NATURAL[process]
+    assert (cfg.loss._target_, cfg.prediction) == (f"diffusion.losses.{loss}", prediction)
+    assert "auto" not in OmegaConf.to_yaml(cfg.loss)
+    explicit = compose_train(f"process={process}", "loss=dsm", "prediction=x0")
+    resolve_formulation(explicit)
+    assert (explicit.loss._target_, explicit.prediction) == ("diffusion.losses.DSM", "x0")
+    chosen = compose_train(f"process={process}", "loss=flow_matching")       # auto prediction follows the loss
+    resolve_formulation(chosen)
+    assert chosen.prediction == "velocity"
 
 
 @pytest.mark.parametrize("process", sorted(p.stem for p in (REPO / "configs" / "process").glob("*.yaml")))
@@ -62,6 +88,7 @@ def test_recipes(name):
     assert (t.batch_size, t.lr, t.warmup_steps, t.ema_decay, t.grad_clip, t.max_steps) == \
         (want["batch"], want["lr"], want["warmup"], want["ema"], want["clip"], want["steps"])
     assert t.max_minutes == 0                                   # only the default run has a time budget
+    assert t.lr_schedule._target_ == "diffusion.training.optim.warmup_constant"   # the papers' constant lr
     assert cfg.model.dropout == want["model_dropout"] and cfg.model.embedding == want["embedding"]
     assert cfg.data.get("flip", False) == want["flip"]
     if name.startswith(("vp", "ve")):

@@ -42,12 +42,15 @@ def test_default_optimizer_takes_the_trainer_values(tmp_path):
     cfg = tiny_cfg("trainer.lr=3e-3", "trainer.adam_betas=[0.8,0.95]", "trainer.adam_eps=1e-6",
                    "trainer.weight_decay=0.01", "trainer.warmup_steps=4")
     assert cfg.trainer.optimizer._target_ == "diffusion.training.optim.adamw"
-    assert cfg.trainer.lr_schedule._target_ == "diffusion.training.optim.warmup_constant"
+    assert cfg.trainer.lr_schedule._target_ == "diffusion.training.optim.warmup_cosine"
     trainer = Trainer(cfg, tmp_path, tiny_images())
     opt = trainer.optimizer
     assert type(opt) is torch.optim.AdamW and opt.defaults["fused"] is True
     assert (opt.defaults["betas"], opt.defaults["eps"], opt.defaults["weight_decay"]) == ((0.8, 0.95), 1e-6, 0.01)
-    assert [trainer.lr_at(k) for k in range(6)] == [warmup_lr(k, 3e-3, 4) for k in range(6)]
+    steps = cfg.trainer.max_steps
+    assert [trainer.lr_at(k) for k in range(6)] == [warmup_cosine(k, lr=3e-3, warmup_steps=4, max_steps=steps)
+                                                    for k in range(6)]
+    assert [trainer.lr_at(k) for k in range(4)] == [warmup_lr(k, 3e-3, 4) for k in range(4)]
 
 
 def test_cosine_schedule_drives_the_optimizer(tmp_path):

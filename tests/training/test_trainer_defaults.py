@@ -41,4 +41,4 @@ def test_the_default_run_is_the_dataclass():
     """train.yaml with trainer=default composes to exactly TrainerConfig()'s values."""
     composed = OmegaConf.to_container(compose_train().trainer)
     assert composed == OmegaConf.to_container(OmegaConf.structured(TrainerConfig()))
-    assert (composed["max_steps"], composed["max_minutes"], composed["lr"], composed["ckpt_every"]) == (2500, 13, 5e-4, 250)
+    assert (composed["max_steps"], composed["max_minutes"], composed["lr"], composed["ckpt_every"]) == (1200, 9, 1e-3, 250)
