@@ -224,3 +224,28 @@ def test_budget_fit_in_a_run_is_saved_with_the_checkpoint(tmp_path):
     kept = Trainer(tiny_cfg("trainer.max_steps=100000", "trainer.max_minutes=0.02", "trainer.ckpt_every=0",
                             "trainer.fit_budget=false"), tmp_path / "kept", tiny_images())
     assert kept.fit()["stopped_by"] is StopReason.time and kept.tcfg.max_steps == 100000
+
+
+def test_final_cost_estimate_ignores_the_first_calls_set_up(tmp_path):
+    """The time budget reserves the final grid's and bits/dim's cost from timed forward passes. A first call that
+    pays one-time set-up (here 0.3 s) must not be multiplied by the bound's ~1,000 terms: that once reserved more
+    than the whole 9-minute budget and ended the default run at step 1."""
+    trainer = Trainer(tiny_cfg("trainer.max_steps=10", "trainer.max_minutes=9", "trainer.bpd_every=10",
+                               "trainer.sample_every=10", "trainer.sample_count=4"),
+                      tmp_path, tiny_images(), holdout=torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
+    model, calls = trainer.ema_model, []
+
+    def slow_first_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) in (1, 4):  # the first call at each of the two batch shapes
+            time.sleep(0.3)
+        return model(*args, **kwargs)
+
+    trainer.ema_model = slow_first_call
+    trainer._estimate_final_cost()
+    assert len(calls) == 6                                              # 3 timed calls per estimate
+    from diffusion.likelihood import bound_cost
+
+    terms = bound_cost(trainer.process, trainer.tcfg.bpd_t_samples)
+    assert terms >= 100 and trainer._bits_per_dim.seconds < 0.3 * terms / 2   # the sleep alone would give 0.3 terms
+    assert trainer._grids.seconds < 0.3 * int(trainer.cfg.sampler.steps) / 2
