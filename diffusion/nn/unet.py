@@ -72,7 +72,7 @@ class ResBlock(nn.Module):
         film = rearrange(self.emb_proj(emb), "b c -> b c 1 1")
         if self.scale_shift:
             scale, shift = film.chunk(2, dim=1)
-            h = self.norm2(h) * (1 + scale) + shift
+            h = torch.addcmul(shift, self.norm2(h), 1 + scale)  # GN(h)(1 + s) + b in one pass over h
         else:
             h = self.norm2(h + film)
         h = self.conv2(self.dropout(F.silu(h)))
