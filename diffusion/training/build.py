@@ -61,6 +61,8 @@ def build_loss(cfg: DictConfig, process: Process) -> Any:
 
 
 def build_from_config(cfg: DictConfig) -> tuple[EpsModel, Process]:
-    """A freshly initialised eps model (``model.net`` is the network) and its process."""
+    """A freshly initialised eps model (``model.net`` is the network) and its process (``loss: auto`` and
+    ``prediction: auto`` are resolved first, in place)."""
+    resolve_formulation(cfg)
     process = build_process(cfg)
     return build_eps_model(build_network(cfg), process, cfg), process
