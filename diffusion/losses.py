@@ -239,4 +239,14 @@ class HybridLoss:
                 + self.vlb_weight * self.vlb(model, x0, class_labels, generator))
 
 
-__all__ = ["EpsMSE", "DSM", "VLBLoss", "HybridLoss", "EDMLoss", "FlowMatching", "min_snr_weight"]
+@buildable
+def default_loss(process: Process):
+    """``loss=auto`` (configs/loss/auto.yaml): the loss ``process`` trains with unless told otherwise, its
+    ``default_loss`` (flow matching for rectified flow, EDM's loss for EDM, eps-MSE for the others) with that loss's
+    defaults. Training writes the concrete loss into the run's config instead (``training.build.resolve_formulation``)."""
+    from diffusion.config import LOSSES
+
+    return globals()[LOSSES[type(process).default_loss]](process)
+
+
+__all__ = ["EpsMSE", "DSM", "VLBLoss", "HybridLoss", "EDMLoss", "FlowMatching", "default_loss", "min_snr_weight"]

@@ -22,7 +22,7 @@ def resolve_formulation(cfg: DictConfig) -> None:
 
     from diffusion.config import generated_schemas
 
-    if str(cfg.loss.get("_target_", "")) == "auto":
+    if str(cfg.loss.get("_target_", "")) == "diffusion.losses.default_loss":
         name = type(build_process(cfg)).default_loss
         cfg.loss = OmegaConf.structured(generated_schemas()[("schema/loss", name)])
     if str(cfg.get("prediction", "eps")) == "auto":

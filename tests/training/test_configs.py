@@ -17,7 +17,7 @@ def test_default_run_settings():
     cfg = compose_train()
     assert cfg.model._target_ == "diffusion.nn.UNet" and cfg.model.image_size == 28
     assert cfg.process._target_ == "diffusion.processes.RectifiedFlow" and cfg.data._target_ == "diffusion.data.MNIST5k"
-    assert (cfg.loss._target_, cfg.prediction) == ("auto", "auto")
+    assert (cfg.loss._target_, cfg.prediction) == ("diffusion.losses.default_loss", "auto")
     assert cfg.sampler.name == "dpmpp_2m" and cfg.sampler.steps == 20
     t = cfg.trainer
     assert (t.max_steps, t.max_minutes, t.batch_size, t.lr) == (1200, 9, 64, 1e-3)
@@ -37,7 +37,8 @@ def test_auto_loss_and_prediction_follow_the_process(process):
     resolve_formulation(cfg)
     loss, prediction = NATURAL[process]
     assert (cfg.loss._target_, cfg.prediction) == (f"diffusion.losses.{loss}", prediction)
-    assert "auto" not in OmegaConf.to_yaml(cfg.loss)
+    assert "default_loss" not in OmegaConf.to_yaml(cfg.loss)
+    assert type(instantiate(compose_train(f"process={process}").loss)(build_process(cfg))).__name__ == loss
     explicit = compose_train(f"process={process}", "loss=dsm", "prediction=x0")
     resolve_formulation(explicit)
     assert (explicit.loss._target_, explicit.prediction) == ("diffusion.losses.DSM", "x0")
