@@ -6,10 +6,11 @@ import torch
 
 from diffusion import likelihood
 from diffusion.likelihood.bound import ddpm_terms
-from diffusion.processes import DDPM, VESDE, VPSDE, SubVPSDE
+from diffusion.processes import DDPM, EDM, VESDE, VPSDE, RectifiedFlow, SubVPSDE
 
 
-@pytest.mark.parametrize("process", [VPSDE(), SubVPSDE(), VESDE()], ids=["vp", "subvp", "ve"])
+@pytest.mark.parametrize("process", [VPSDE(), SubVPSDE(), VESDE(), EDM(), RectifiedFlow()],
+                         ids=["vp", "subvp", "ve", "edm", "rf"])
 def test_sde_bound_is_tight_for_the_exact_score(process, mixture):
     """With the exact score the reverse SDE is the time reversal, so the bound equals -log p_{t_eps}(x)
     for every x (up to the ~1e-4/dim prior mismatch). 48 points x 64 strata: the batch mean gap must be
@@ -27,10 +28,10 @@ def test_sde_bound_is_tight_for_the_exact_score(process, mixture):
     assert stats["nfe"] == 4 * 64
 
 
-def test_sde_bound_is_above_the_nll_of_a_wrong_model(mixture):
+@pytest.mark.parametrize("process", [VPSDE(), EDM(), RectifiedFlow()], ids=["vp", "edm", "rf"])
+def test_sde_bound_is_above_the_nll_of_a_wrong_model(process, mixture):
     """A model with a deliberately wrong score (eps scaled by 0.8): the bound must exceed the exact NLL
     by many standard errors (the KL between path measures)."""
-    process = VPSDE()
     x = mixture.sample(32, generator=torch.Generator().manual_seed(2))
     exact = -mixture.marginal_log_prob(process, x, process.t_eps)
     good = mixture.eps_model(process)

@@ -1,5 +1,7 @@
 """EDM and rectified flow: coefficients against their definitions and the SDE they come from, training-time
-distributions, time grids, marginals and scores against brute force, and rectified flow's prior mismatch."""
+distributions, time grids, marginals and scores against brute force, and rectified flow's prior mismatch. The
+checks every process shares (f and g by finite differences, finiteness at and beyond the ends) run on them in
+tests/processes/test_processes.py."""
 from __future__ import annotations
 
 import math
@@ -33,34 +35,6 @@ def test_closed_forms():
     torch.testing.assert_close(rf.f_coef(t), -1 / (1 - t))
     torch.testing.assert_close(rf.g2(t), 2 * t / (1 - t))
     assert rf.prior_std() == 0.999  # sigma(t_max)
-
-
-@pytest.mark.parametrize("p", PROCESSES, ids=IDS)
-def test_f_and_g_match_the_marginals_by_finite_differences(p):
-    """As for the other processes (tests/processes/test_processes.py): central differences, asserted 1e-6."""
-    t = interior(p)
-    h = 1e-6 * (p.t_max - p.t_eps)
-    dlog_alpha = (p.log_alpha(t + h) - p.log_alpha(t - h)) / (2 * h)
-    dsigma2 = (p.sigma2(t + h) - p.sigma2(t - h)) / (2 * h)
-    torch.testing.assert_close(p.f_coef(t), dlog_alpha, rtol=1e-6, atol=1e-9)
-    torch.testing.assert_close(p.g2(t), dsigma2 - 2 * p.f_coef(t) * p.sigma2(t), rtol=1e-6, atol=1e-9)
-    torch.testing.assert_close(p.log_snr(t), 2 * p.log_alpha(t) - p.sigma2(t).log())
-
-
-@pytest.mark.parametrize("p", PROCESSES, ids=IDS)
-def test_coefficients_finite_at_the_ends_and_outside(p):
-    """alpha(1) = 0 would make rectified flow's f and g^2 infinite: every coefficient stays finite (sigma and
-    g^2 >= 0) at both ends and where adaptive solvers probe beyond them, in float64 and float32."""
-    span = p.t_max - p.t_eps
-    t = torch.tensor([-0.5 * span, -1e-9, 0.0, p.t_eps, p.t_max, 1.0, p.t_max + 1e-3 * span, p.t_max + 0.5 * span],
-                     dtype=torch.float64)
-    x = torch.ones(len(t), 2, dtype=torch.float64)
-    for dtype in (torch.float64, torch.float32):
-        tt = t.to(dtype)
-        for value in (p.alpha(tt), p.sigma(tt), p.g(tt), p.f(x.to(dtype), tt), p.div_f(x.to(dtype), tt),
-                      p.f_coef(tt), p.g2(tt), p.sigma2(tt)):
-            assert torch.isfinite(value).all(), (p, dtype, value)
-        assert (p.sigma(tt) >= 0).all() and (p.g2(tt) >= 0).all()
 
 
 @pytest.mark.parametrize("p", PROCESSES, ids=IDS)

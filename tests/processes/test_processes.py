@@ -7,10 +7,13 @@ import math
 import pytest
 import torch
 
-from diffusion.processes import DDPM, SPACINGS, VESDE, VPSDE, SubVPSDE, posterior
+from diffusion.processes import DDPM, EDM, SPACINGS, VESDE, VPSDE, RectifiedFlow, SubVPSDE, posterior
 
 PROCESSES = [VPSDE(), SubVPSDE(), VESDE(), DDPM("linear", 1000), DDPM("cosine", 1000)]
 IDS = ["vp", "subvp", "ve", "ddpm-linear", "ddpm-cosine"]
+# the coefficient checks cover EDM and rectified flow too (their own tests: tests/processes/test_edm_rf.py)
+EVERY = PROCESSES + [EDM(), RectifiedFlow(), RectifiedFlow(t_sampling="logit_normal")]
+EVERY_IDS = IDS + ["edm", "rf", "rf-logit-normal"]
 
 
 def interior_times(p, n=9):
@@ -20,7 +23,7 @@ def interior_times(p, n=9):
     return torch.linspace(p.t_eps + 0.01, p.t_max - 0.01, n, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("p", PROCESSES, ids=IDS)
+@pytest.mark.parametrize("p", EVERY, ids=EVERY_IDS)
 def test_f_and_g_match_the_marginals_by_finite_differences(p):
     """f = d log alpha/dt and g^2 = d sigma^2/dt - 2 f sigma^2: central differences in float64 with h = 1e-6
     (t-units of the process) are accurate to ~1e-8 relative; asserted 1e-6."""
@@ -37,13 +40,14 @@ def test_f_and_g_match_the_marginals_by_finite_differences(p):
     torch.testing.assert_close(p.log_snr(t), 2 * p.log_alpha(t) - p.sigma2(t).log())
 
 
-@pytest.mark.parametrize("p", PROCESSES, ids=IDS)
+@pytest.mark.parametrize("p", EVERY, ids=EVERY_IDS)
 def test_coefficients_finite_outside_the_time_range(p):
     """Adaptive ODE solvers evaluate stages before t_eps and after t_max (torchdiffeq steps past the end
-    and interpolates back): every coefficient must stay finite there."""
+    and interpolates back): every coefficient must stay finite there, and at the ends themselves (alpha(1) = 0
+    would make rectified flow's f and g^2 infinite), in float64 and float32."""
     span = p.t_max - p.t_eps
-    t = torch.tensor([p.t_eps - 0.5 * span, p.t_eps - 1e-3 * span, -1e-9, p.t_max + 1e-3 * span, p.t_max + 0.5 * span],
-                     dtype=torch.float64)
+    t = torch.tensor([p.t_eps - 0.5 * span, p.t_eps - 1e-3 * span, -1e-9, 0.0, p.t_eps, p.t_max, 1.0,
+                      p.t_max + 1e-3 * span, p.t_max + 0.5 * span], dtype=torch.float64)
     x = torch.ones(len(t), 2, dtype=torch.float64)
     for dtype in (torch.float64, torch.float32):
         tt = t.to(dtype)
