@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from diffusion.device import pick_device
 from diffusion.training import distributed as D
-from diffusion.training.build import build_eps_model, build_from_config, build_loss, resolve_formulation
+from diffusion.training.build import build_eps_model, build_from_config, build_loss
 from diffusion.training.checkpoint import checkpoint_path, list_checkpoints, prune_checkpoints, save_checkpoint
 from diffusion.training.data import make_train_loader
 from diffusion.training.ema import EMA, ema_decay_at
@@ -189,8 +189,7 @@ class Trainer:
         """The process, the network on the device (identical initial weights on every rank: DDP would broadcast
         rank 0's anyway), its eps model (unwrapped: for probing and sampling set-up) and the loss."""
         torch.manual_seed(int(self.tcfg.seed))
-        resolve_formulation(self.cfg)
-        model, self.process = build_from_config(self.cfg)
+        model, self.process = build_from_config(self.cfg)  # resolves loss=auto, prediction=auto into self.cfg
         self.net = model.net.to(self.device)
         self.model = build_eps_model(self.net, self.process, self.cfg)
         self.loss_fn = build_loss(self.cfg, self.process)
