@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -25,12 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffusion.device import describe_machine  # noqa: E402
-from diffusion.training.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
+from diffusion.training.checkpoint import load_checkpoint  # noqa: E402
 
 
 def bits_per_dim(run: Path) -> float | None:
@@ -62,10 +62,9 @@ def main() -> None:
     output = log.stdout + log.stderr
     (run / "train_output.txt").write_text(output)
 
-    step = list_checkpoints(run)[-1][0]
-    config = load_checkpoint(run)["config"]
-    precision = re.search(r"^  precision: (\S+)$", config, re.M).group(1)
-    max_steps = int(re.search(r"^  max_steps: (\d+)$", config, re.M).group(1))
+    state = load_checkpoint(run)
+    step, trainer = state["step"], OmegaConf.create(state["config"]).trainer
+    precision, max_steps = trainer.precision, trainer.max_steps
     stopped = "time budget" if "used up at step" in output else f"max_steps={max_steps}"
     grids = sorted((run / "samples").glob("step_*.png"), key=lambda p: int(p.stem.split("_")[1]))
 
