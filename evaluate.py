@@ -172,20 +172,19 @@ def sweep(cfg: DictConfig) -> dict:
 def _fitted_grid(cfg: DictConfig, trained, shape, device):
     """``(spec, steps) -> times`` for ``sweep.fitted``: the schedule file of task=schedule for that sampler and
     steps, fitted now (GITS with ``schedule.*``, on 256 prior draws) where it does not exist yet."""
-    from diffusion.evaluation.schedule import fit_schedule
+    from diffusion.evaluation.schedule import fit_schedule, schedule_file
     from diffusion.samplers.gits import load_timesteps
 
     folder = _out_dir(cfg, trained.path) / "schedules"
 
     def times(spec, steps: int) -> list[float]:
-        path = folder / f"{spec.name}_{steps}.json"
+        path = schedule_file(folder, spec.name, steps)
         if path.exists():
             return load_timesteps(path)
-        options = {k: v for k, v in spec.options.items() if k not in ("timesteps", "spacing")}
         print(f"fitting a {steps}-step grid for {spec.name} (task=schedule) ...", file=sys.stderr)
         return fit_schedule(trained.process, trained.model, shape, spec.name, steps, folder, seed=int(cfg.seed),
                             device=device, fine_steps=int(cfg.schedule.fine_steps), refine=int(cfg.schedule.refine),
-                            options=options)[1]
+                            options=spec.options)[1]
 
     return times
 
@@ -234,12 +233,11 @@ def schedule(cfg: DictConfig) -> dict:
     steps = int(cfg.steps) if cfg.steps is not None else spec.steps
     spec.check(trained.process)
     shape, _ = trained.shape()
-    options = {k: v for k, v in spec.options.items() if k not in ("timesteps", "spacing")}
     out, times = fit_schedule(trained.process, trained.model, shape, spec.name, steps,
                               _out_dir(cfg, trained.path) / "schedules", n=256 if cfg.n is None else int(cfg.n),
                               seed=int(cfg.seed),
                               device=device, fine_steps=int(cfg.schedule.fine_steps), refine=int(cfg.schedule.refine),
-                              options=options)
+                              options=spec.options)
     print(f"{spec.name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "
           f"`python sample.py ckpt={cfg.ckpt} sampler={spec.name} sampler.timesteps={out}`")
     return {"path": out, "timesteps": times}
