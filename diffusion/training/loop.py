@@ -134,8 +134,9 @@ class _Window:
         try:
             yield
         finally:
-            self.excluded_seconds += time.perf_counter() - start
-            self.all_excluded_seconds += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.excluded_seconds += elapsed
+            self.all_excluded_seconds += elapsed
 
 
 class Trainer:
