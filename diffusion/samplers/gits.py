@@ -17,9 +17,11 @@ them all. GITS finds it by dynamic programming:
    ddpm) the path has steps - 1 edges to any k, plus the cost of denoising there, || x0_pred(x_k) - x_0 ||.
 
 4. **Refine** (``refine`` > 0, beyond GITS). The first-order costs ignore what a higher-order solver does with
-   the grid, so each inner time then moves one fine index at a time while ``sampler``'s own end error on the same
-   n draws falls. On the few-step benchmark (``benchmarks/samplers.md``) this helps UniPC-3 most; for iPNDM,
-   whose fixed weights GITS suits, it helps on sub-VP and at 10 NFE but not at 5-6 NFE on DDPM.
+   the grid, so each inner time then moves while ``sampler``'s own end error on the same n draws falls: one fine
+   index, then strides doubling while the error keeps falling (single-index moves needed 16 sweeps to carry a
+   5-NFE UniPC grid as far as the 64-D mixture wants; doubling gets there in one). On the few-step benchmark
+   (``benchmarks/samplers.md``) this helps UniPC most; for iPNDM, whose fixed weights GITS suits, it does not
+   help at 5-6 NFE on DDPM.
 
 The cost is N + 1 model calls on n samples (n = 256, N = 100: the price of sampling 5k images at 5 NFE), and the
 grid then serves any number of samples. GITS picks the grid with first-order local errors and uses it with higher-
@@ -56,7 +58,7 @@ def optimize_timesteps(process: Process, model: Callable[..., Tensor], shape: tu
     (a batch shape as for ``sample``; its first entry is replaced by n). Pass the result as ``timesteps=``.
     Costs fine_steps + 1 model calls on n samples (+1 for the denoising samplers). ``refine`` > 0 then runs
     that many sweeps of coordinate descent on ``sampler``'s own end error (with its ``options``) on the same n
-    draws: at most 2 (steps - 1) sampler runs per sweep."""
+    draws: 2 (steps - 1) sampler runs per sweep, plus one per accepted move."""
     from diffusion.samplers import SAMPLERS, sample
 
     if sampler not in SAMPLERS:
@@ -100,19 +102,25 @@ def optimize_timesteps(process: Process, model: Callable[..., Tensor], shape: tu
 
 
 def _refine(path: list[int], sweeps: int, error: Callable[[list[int]], float]) -> list[int]:
-    """Coordinate descent on the sampler's own end error: move each inner time one fine-grid index either way while
-    that lowers it, for at most ``sweeps`` passes (each costs 2 x inner points sampler runs on the n draws)."""
+    """Coordinate descent on the sampler's own end error, for at most ``sweeps`` passes over the inner times: each
+    time tries one fine-grid index either way and, while a move lowers the error, keeps going that way with
+    doubled strides (1, 2, 4, ... indices), so a time can travel far in one pass at a few sampler runs a move."""
     best = error(path)
+    inner = range(1, len(path) - 1 if path[-1] == max(path) and len(path) > 1 else len(path))
     for _ in range(sweeps):
         moved = False
-        for e in range(1, len(path) - 1 if path[-1] == max(path) and len(path) > 1 else len(path)):
-            for delta in (-1, 1):
-                trial = path[:e] + [path[e] + delta] + path[e + 1:]
-                if not all(b > a for a, b in zip(trial, trial[1:])):
-                    continue
-                err = error(trial)
-                if err < best:
+        for e in inner:
+            for direction in (-1, 1):
+                stride = 1
+                while True:
+                    trial = path[:e] + [path[e] + direction * stride] + path[e + 1:]
+                    if trial[e] < 0 or not all(b > a for a, b in zip(trial, trial[1:])):
+                        break
+                    err = error(trial)
+                    if err >= best:
+                        break
                     best, path, moved = err, trial, True
+                    stride *= 2
         if not moved:
             break
     return path
