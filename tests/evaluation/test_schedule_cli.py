@@ -51,3 +51,11 @@ def test_sweep_runs_fitted_grids_beside_the_fixed_ones(cli, vp_run, tmp_path):
     stamp = fitted.stat().st_mtime_ns
     code, _, stderr = cli(*args)
     assert code == 0 and "fitting" not in stderr and fitted.stat().st_mtime_ns == stamp   # reused, not refitted
+    # other settings (here the refinement) never reuse that grid: their fit goes beside it, under a hashed name
+    other = tuple(a if a != "schedule.refine=0" else "schedule.refine=1" for a in args)
+    code, _, stderr = cli(*other)
+    assert code == 0 and "fitting a 3-step grid for ipndm" in stderr and fitted.stat().st_mtime_ns == stamp, stderr
+    beside = sorted(p.name for p in (tmp_path / "schedules").glob("ipndm_3_*.json"))
+    assert len(beside) == 1 and json.loads((tmp_path / "schedules" / beside[0]).read_text())["refine"] == 1
+    code, _, stderr = cli(*other)
+    assert code == 0 and "fitting" not in stderr, stderr
