@@ -170,42 +170,18 @@ def sweep(cfg: DictConfig) -> dict:
 
 
 def _fitted_grid(cfg: DictConfig, trained, shape, device):
-    """``(spec, steps) -> times`` for ``sweep.fitted``: the schedule file of task=schedule for that sampler and
-    steps, fitted now (GITS with ``schedule.*``, on 256 prior draws) where none fitted with the same options,
-    refinement and fine grid exists yet. A file fitted otherwise (say ``fewstep``'s order 3 where this spec is
-    ``unipc`` of order 2: both write ``unipc_<steps>.json``) is kept, and this fit goes beside it under a name
-    with a hash of its settings."""
-    import hashlib
-    import json
-
-    from diffusion.evaluation.schedule import fit_schedule, schedule_file
+    """``(spec, steps) -> times`` for ``sweep.fitted``: the schedule file of task=schedule for that sampler, its
+    options and steps (``fitted_schedule``), fitted now with ``schedule.*`` on 256 prior draws where none fitted
+    with the same settings exists yet."""
+    from diffusion.evaluation.schedule import fitted_schedule
     from diffusion.samplers.gits import load_timesteps
-    from diffusion.utils import read_json
-
-    folder = _out_dir(cfg, trained.path) / "schedules"
-    fine_steps, refine = int(cfg.schedule.fine_steps), int(cfg.schedule.refine)
 
     def times(spec, steps: int) -> list[float]:
-        options = {k: v for k, v in spec.options.items() if k not in ("timesteps", "spacing")}
-        wanted = {"options": options, "refine": refine, "fine_steps": fine_steps}
-        path = schedule_file(folder, spec.name, steps)
-        if path.exists():
-            saved = read_json(path, f"no schedule file at {path}", "a schedule file")
-            if {k: saved.get(k) for k in wanted} == json.loads(json.dumps(wanted)):
-                return load_timesteps(path)
-            digest = hashlib.sha1(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:8]
-            path = path.with_name(f"{path.stem}_{digest}.json")
-            if path.exists():
-                return load_timesteps(path)
-        print(f"fitting a {steps}-step grid for {spec.name}{f' {options}' if options else ''} (task=schedule, "
-              f"refine={refine}) ...", file=sys.stderr)
-        staging = folder / ".fitting"  # fit_schedule writes the standard name; moved from here to ``path``
-        written, fitted = fit_schedule(trained.process, trained.model, shape, spec.name, steps, staging,
-                                       seed=int(cfg.seed), device=device, fine_steps=fine_steps, refine=refine,
-                                       options=spec.options)
-        written.replace(path)
-        staging.rmdir()
-        return fitted
+        return load_timesteps(fitted_schedule(
+            trained.process, trained.model, shape, spec.name, steps, spec.options,
+            _out_dir(cfg, trained.path) / "schedules", refine=int(cfg.schedule.refine),
+            fine_steps=int(cfg.schedule.fine_steps), seed=int(cfg.seed), device=device,
+            log=lambda m: print(m, file=sys.stderr)))
 
     return times
 

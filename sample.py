@@ -3,8 +3,8 @@
 
     python sample.py ckpt=runs/<run>                                  # 64 samples, DDIM 50 steps, EMA weights
     python sample.py ckpt=runs/<run> sampler=dpmpp_2m sampler.steps=20 n=16 seed=1 out=samples/dpm
-    python sample.py ckpt=runs/<run> sampler=fewstep sampler.timesteps=runs/<run>/eval/schedules/unipc_6.json
-                     # recommended for 5-20 NFE: UniPC-3 on a grid fitted by evaluate.py task=schedule sampler=fewstep
+    python sample.py ckpt=runs/<run> sampler=fewstep sampler.steps=5  # recommended for 5-20 NFE: UniPC-3 on a
+                     # time grid fitted to the run (GITS + refinement) on first use, kept in <run>/eval/schedules/
     python sample.py ckpt=runs/<run> sampler=ode sampler.rtol=1e-4 sampler.atol=1e-4
     python sample.py ckpt=runs/<run> sampler=pc sampler.snr=0.16      # predictor-corrector
     python sample.py ckpt=runs/<run> n=50000 batch_size=500           # for FID: streams batches, resumable
@@ -31,9 +31,11 @@ def run(cfg: DictConfig) -> dict:
 
         return run_task(cfg)
     from diffusion.device import pick_device
+    from diffusion.evaluation.schedule import fitted_schedule
     from diffusion.likelihood.analytic import sampler_gamma
     from diffusion.runs import BatchStore, class_labels_for, generate, load_run, save_grid
     from diffusion.samplers import sampler_from_config
+    from diffusion.samplers.common import FITTED
 
     spec = sampler_from_config(cfg.sampler)
     device = pick_device(cfg.device)
@@ -43,6 +45,11 @@ def run(cfg: DictConfig) -> dict:
     shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)
+    if spec.options.get("timesteps") == FITTED:  # the run's grid for this sampler and NFE, fitted on first use
+        spec = spec.replace(timesteps=str(fitted_schedule(
+            trained.process, trained.model, shape, spec.name, spec.steps, spec.options,
+            trained.run_dir / "eval" / "schedules", refine=int(cfg.schedule.refine),
+            fine_steps=int(cfg.schedule.fine_steps), device=device, log=lambda m: print(m, file=sys.stderr))))
     labels = OmegaConf.to_container(cfg.class_labels) if OmegaConf.is_config(cfg.class_labels) else cfg.class_labels
     class_labels_for(1, trained.num_classes, labels)  # bad labels fail here, before anything is written
     batch_size = min(int(cfg.batch_size), int(cfg.n))

@@ -49,6 +49,12 @@ class Divergence(Enum):
 
 
 @dataclass
+class ScheduleConfig:
+    fine_steps: int = 100  # candidate times (a logsnr grid) and steps of the reference solve
+    refine: int = 4  # sweeps of coordinate descent on the sampler's own error after the GITS path (0: plain GITS)
+
+
+@dataclass
 class SampleConfig:
     ckpt: str = MISSING  # a checkpoint file or a train.py run folder (its latest checkpoint)
     sampler: Any = MISSING  # configs/sampler/<name>.yaml: {name, steps, ...options}
@@ -69,6 +75,7 @@ class SampleConfig:
     mask: str = "center"  # inpaint: the region to fill in: center | left | top | random:<p> | a PNG (white = fill in)
     inpaint: InpaintConfig = field(default_factory=InpaintConfig)
     interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # how sampler.timesteps=fitted fits
 
 
 @dataclass
@@ -100,12 +107,6 @@ class SweepConfig:
     # also run every (sampler, steps) on a time grid fitted to the model (task=schedule's fit, with schedule.*):
     # <run>/eval/schedules/<sampler>_<steps>.json, fitted once and reused
     fitted: bool = False
-
-
-@dataclass
-class ScheduleConfig:
-    fine_steps: int = 100  # candidate times (a logsnr grid) and steps of the reference solve
-    refine: int = 4  # sweeps of coordinate descent on the sampler's own error after the GITS path (0: plain GITS)
 
 
 @dataclass

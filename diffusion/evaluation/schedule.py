@@ -2,6 +2,8 @@
 where ``sample.py sampler.timesteps=<file>`` and the sweep read it: ``<run>/eval/schedules/<sampler>_<steps>.json``."""
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -12,6 +14,7 @@ from torch import Tensor
 from diffusion.processes.base import Process
 from diffusion.samplers import CountingModel, SAMPLERS
 from diffusion.samplers.gits import optimize_timesteps, save_timesteps
+from diffusion.utils import read_json
 
 
 def schedule_file(out_dir: str | Path, sampler: str, steps: int) -> Path:
@@ -40,4 +43,34 @@ def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[in
     return path, times
 
 
-__all__ = ["fit_schedule", "schedule_file"]
+def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...], sampler: str, steps: int,
+                    options: dict | None, out_dir: str | Path, *, refine: int = 4, fine_steps: int = 100,
+                    seed: int = 0, device: torch.device | str | None = None,
+                    log: Callable[[str], None] | None = None) -> Path:
+    """The schedule file of ``sampler`` (with ``options``) at ``steps`` NFE fitted with ``refine`` and
+    ``fine_steps``: the standard ``schedule_file`` when it was fitted with these settings, else a file beside it
+    named with a hash of them; fitted now (``fit_schedule``) where neither exists. A file fitted otherwise (say
+    ``fewstep``'s order 3 where this is ``unipc`` of order 2: both are ``unipc_<steps>.json``) is never reused
+    and never overwritten."""
+    options = {k: v for k, v in (options or {}).items() if k not in ("timesteps", "spacing")}
+    wanted = json.loads(json.dumps({"options": options, "refine": int(refine), "fine_steps": int(fine_steps)}))
+    path = schedule_file(out_dir, sampler, steps)
+    if path.exists():
+        if {k: read_json(path, f"no schedule file at {path}", "a schedule file").get(k) for k in wanted} == wanted:
+            return path
+        digest = hashlib.sha1(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:8]
+        path = path.with_name(f"{path.stem}_{digest}.json")
+        if path.exists():
+            return path
+    if log is not None:
+        log(f"fitting a {steps}-step grid for {sampler}{f' {options}' if options else ''} (task=schedule, "
+            f"refine={refine}) into {path} ...")
+    staging = Path(out_dir) / ".fitting"  # fit_schedule writes the standard name: moved from here to ``path``
+    written, _ = fit_schedule(process, model, shape, sampler, steps, staging, seed=seed, device=device,
+                              fine_steps=fine_steps, refine=refine, options=options)
+    written.replace(path)
+    staging.rmdir()
+    return path
+
+
+__all__ = ["fit_schedule", "fitted_schedule", "schedule_file"]

@@ -69,6 +69,9 @@ def eps_and_x0(process: Process, model: EpsFn, x: Tensor, t: float) -> tuple[Ten
     return eps, (x - sigma * eps) / alpha
 
 
+#: ``timesteps=fitted``: sample.py fits the grid to the run (``evaluation.schedule.fitted_schedule``)
+FITTED = "fitted"
+
 #: what a sampler's ``timesteps=`` option accepts: explicit times, or the path of a schedule file (``gits.py``)
 Timesteps = Sequence[float] | Tensor | str | os.PathLike | None
 
@@ -104,7 +107,10 @@ def solver_grid(process: Process, steps: int, spacing: str, timesteps: Timesteps
 
 def check_timesteps(process: Process, timesteps: Timesteps) -> list[float]:
     """Explicit times as floats: finite, strictly decreasing, within [min(t_eps, t_min), t_max] of ``process``.
-    A str or path is a schedule file (``gits.load_timesteps``)."""
+    A str or path is a schedule file (``gits.load_timesteps``); ``"fitted"`` is resolved by sample.py alone."""
+    if isinstance(timesteps, str) and timesteps == FITTED:
+        raise ConfigError("timesteps=fitted (fit the grid to the run) works in sample.py; here pass a schedule file "
+                          "from `evaluate.py ckpt=<run> task=schedule sampler=<name> steps=<NFE>`")
     if isinstance(timesteps, (str, os.PathLike)):
         from diffusion.samplers.gits import load_timesteps  # a file written by optimize_timesteps
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import numpy as np
 
 
 def test_schedule_then_sample(cli, vp_run, tmp_path):
@@ -59,3 +62,22 @@ def test_sweep_runs_fitted_grids_beside_the_fixed_ones(cli, vp_run, tmp_path):
     assert len(beside) == 1 and json.loads((tmp_path / "schedules" / beside[0]).read_text())["refine"] == 1
     code, _, stderr = cli(*other)
     assert code == 0 and "fitting" not in stderr, stderr
+
+
+def test_fewstep_fits_the_runs_grid_on_first_use(cli, vp_run, tmp_path):
+    """sampler=fewstep has timesteps=fitted: sample.py fits UniPC-3's grid to the run on first use (with schedule.*),
+    keeps it in <run>/eval/schedules/unipc_<NFE>.json (or beside it, if one fitted otherwise is there), walks it
+    (NFE = steps) and reuses it on the next call: the same images, no second fit."""
+    args = ("sample", f"ckpt={vp_run}", "sampler=fewstep", "sampler.steps=3", "n=2", "batch_size=2", "grid=0",
+            "schedule.fine_steps=20", "schedule.refine=1")
+    code, stdout, stderr = cli(*args, f"out={tmp_path / 'a'}")
+    assert code == 0, stderr
+    assert "fitting a 3-step grid for unipc" in stderr and "NFE 3 per sample" in stdout, stderr
+    grid = Path(json.loads((tmp_path / "a" / "manifest.json").read_text())["options"]["timesteps"])
+    assert grid.parent == vp_run / "eval" / "schedules" and grid.name.startswith("unipc_3")
+    saved = json.loads(grid.read_text())
+    assert saved["options"]["order"] == 3 and saved["refine"] == 1 and len(saved["timesteps"]) == 4
+    code, stdout, stderr = cli(*args, f"out={tmp_path / 'b'}")
+    assert code == 0 and "fitting" not in stderr, stderr
+    first, again = (np.load(tmp_path / d / "samples.npz")["arr_0"] for d in "ab")
+    assert np.array_equal(first, again)
