@@ -2,6 +2,7 @@
 
     python benchmarks/default_run.py                               # the default command, precision=auto
     python benchmarks/default_run.py trainer.precision=fp32        # on an AMX machine: the stand-in for CPUs without it
+    python benchmarks/default_run.py --isa avx2 trainer.precision=fp32   # kernels limited to AVX2, as on an AMD CPU
     python benchmarks/default_run.py --record [overrides ...]      # append the result to benchmarks/default_run.md
 
 It runs ``train.py`` with the given overrides (none: the default run) in a fresh run folder under ``--out`` and
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffusion.device import describe_machine  # noqa: E402
+from diffusion.device import ISA_ENV, describe_machine  # noqa: E402
 from diffusion.training.checkpoint import load_checkpoint  # noqa: E402
 
 
@@ -50,12 +52,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "default_run_benchmark")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/default_run.md")
+    parser.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
+                        help="limit PyTorch's CPU kernels to this instruction set (a stand-in for CPUs without AVX-512 "
+                             "and AMX; precision=auto then measures bf16 without AMX too)")
     args = parser.parse_args()
+    env = {**os.environ, **ISA_ENV.get(args.isa, {})}
+    os.environ.update(env)  # describe_machine names the limit
 
     run = args.out / datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     command = ["train.py", *args.overrides]
     start = time.perf_counter()
-    log = subprocess.run([sys.executable, *command, f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True, text=True)
+    log = subprocess.run([sys.executable, *command, f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True, text=True,
+                         env=env)
     wall = time.perf_counter() - start
     if log.returncode != 0:
         sys.exit(f"train.py failed ({log.returncode}):\n{log.stderr[-3000:]}")
@@ -70,7 +78,7 @@ def main() -> None:
 
     subprocess.run([sys.executable, "evaluate.py", f"ckpt={run}", "task=sweep", "sweep.samplers=[dpmpp_2m]",
                     "sweep.steps=[10]", f"n={args.samples}", "fid.inception=false", "progress=false"],
-                   cwd=ROOT, check=True, capture_output=True)
+                   cwd=ROOT, check=True, capture_output=True, env=env)
     row = json.loads((run / "eval" / "sweep" / "sweep.json").read_text())["rows"][0]
 
     machine = describe_machine("cuda" if torch.cuda.is_available() else "cpu")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffusion.device import describe_machine  # noqa: E402
+from diffusion.device import ISA_ENV, describe_machine  # noqa: E402
 from diffusion.processes import DDPM  # noqa: E402
 
 #: the training step's target against diffusers, per mode (ours / theirs at the same configuration, both kinds of
@@ -178,8 +179,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: process CPU time, meaningful with --threads 1 on a machine shared with others")
+    parser.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
+                        help="limit PyTorch's CPU kernels to this instruction set (reruns the script with "
+                             "ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA set): a stand-in for CPUs without AVX-512/AMX")
     parser.add_argument("--_memory", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.isa and any(os.environ.get(k) != v for k, v in ISA_ENV[args.isa].items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **ISA_ENV[args.isa]})
     if args._memory:
         which, name, batch, device, mode = args._memory
         return _memory_child(which, name, int(batch), device, mode)

@@ -35,6 +35,12 @@ def pick_device(name: str, local_rank: int = 0, setting: str = "device") -> torc
 __all__ = ["pick_device"]
 
 
+#: environment that limits PyTorch's CPU kernels (ATen's vectorized ones and oneDNN's) to AVX2: how the benchmarks'
+#: ``--isa avx2`` stand in for CPUs without AVX-512 and AMX (AMD desktops and laptops, older servers). Read at
+#: import, so it is set for a child process.
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+
 def describe_machine(device: torch.device | str = "cpu") -> str:
     """The machine a measurement ran on, for benchmark records and run logs: the GPU's name, or the CPU's model,
     its cores and whether it has AMX (where bf16 autocast is fast on a CPU; elsewhere it is ~10x slower than fp32),
@@ -56,4 +62,6 @@ def describe_machine(device: torch.device | str = "cpu") -> str:
     model, flags = info.get("model name") or platform.processor() or platform.machine(), info.get("flags", "")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     amx = "AMX-bf16" if "amx_bf16" in flags.split() else "no AMX"
-    return f"{model}, {cores} cores, {amx}"
+    # kernels limited to an older instruction set (benchmarks' --isa: a stand-in for CPUs without AVX-512/AMX)
+    limits = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)]
+    return f"{model}, {cores} cores, {amx}" + (f" (kernels limited by {' '.join(limits)})" if limits else "")

@@ -63,3 +63,10 @@ def test_describe_machine_names_the_cpu_its_cores_and_amx(monkeypatch, tmp_path)
     assert describe_machine() == "AMD EPYC 9B14, 2 cores, no AMX"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: avx512f amx_bf16 amx_tile\n")
     assert describe_machine("cpu") == "Intel(R) Xeon(R) Processor, 2 cores, AMX-bf16"
+    # a benchmark's --isa avx2 (PyTorch's kernels limited to AVX2, standing in for a CPU without AVX-512/AMX) says so
+    from diffusion.device import ISA_ENV
+
+    for key, value in ISA_ENV["avx2"].items():
+        monkeypatch.setenv(key, value)
+    assert describe_machine() == ("Intel(R) Xeon(R) Processor, 2 cores, AMX-bf16 (kernels limited by "
+                                  "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2)")
