@@ -70,6 +70,9 @@ def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple
                               fine_steps=fine_steps, refine=refine, options=options)
     written.replace(path)
     staging.rmdir()
+    if log is not None:
+        saved = read_json(path, f"no schedule file at {path}", "a schedule file")
+        log(f"fitted in {saved['fit_seconds']:.0f} s ({saved['fit_nfe']} model calls on {saved['n']} draws); later calls reuse it")
     return path
 
 
