@@ -84,3 +84,15 @@ def test_refine_travels_far_in_few_sweeps():
     assert len(runs) < 50, len(runs)
     runs.clear()
     assert _refine([0, 10, 20, 100], 1, error) != target  # one sweep is not enough: the count of sweeps is honoured
+
+
+def test_edm_grid_is_not_drawn_to_high_noise():
+    """On EDM (x grows to sigma_max = 80) the step costs are measured in VP's scale x / sqrt(1 + sigma^2): unscaled,
+    the 10-step grid on a narrow 64-D mixture spent every inner time above sigma = 1.7 and then jumped to 0.002 in
+    one step (measured: [80, 27.7, 16.3, ..., 2.69, 1.76, 0.002]). Scaled, the last steps reach the data."""
+    gm = GaussianMixture.random(64, k=4, scale=(0.01, 0.1), seed=0)
+    process = processes.EDM()
+    times = optimize_timesteps(process, gm.eps_model(process), (1, 64), 10, sampler="ipndm",
+                               generator=torch.Generator().manual_seed(50))
+    assert len(times) == 11 and times[0] == 80.0 and times[-1] == 0.002
+    assert sum(t < 1.0 for t in times[1:-1]) >= 2, times
