@@ -86,6 +86,7 @@ def likelihood(cfg: DictConfig) -> dict:
     from diffusion.evaluation.quality import dataset_images
     from diffusion.likelihood.analytic import Gamma, gamma_path
     from diffusion.likelihood.bound import VARIANCES
+    from diffusion.processes import MARKOV_CHAIN
 
     trained, device = _load(cfg)
     model, process, path = trained.model, trained.process, trained.path
@@ -103,7 +104,9 @@ def likelihood(cfg: DictConfig) -> dict:
         raise EvaluationError(f"likelihood.variances={list(variances)}: choose from {', '.join(VARIANCES)}, e.g. [beta_tilde,analytic]")
     print(f"likelihood of {len(images)} test images under {path} ({'EMA' if cfg.ema else 'raw'} weights, {process!r}) on {device}")
     gamma = None
-    if lc.bound:  # Analytic-DPM's Gamma: estimated once per checkpoint, kept in <run>/eval for samplers and bounds
+    # Analytic-DPM's Gamma, for the Markov-chain (DDPM) bounds with variance=analytic: estimated once per checkpoint,
+    # kept in <run>/eval for those bounds and the samplers' variance=analytic
+    if lc.bound and MARKOV_CHAIN in process.offers and "analytic" in variances:
         if lc.gamma:  # the user's file, as it is
             gamma = Gamma.load(lc.gamma)
         else:

@@ -32,6 +32,8 @@ def test_likelihood_table(cli, vp_run, tmp_path):
     assert [e["estimator"] for e in result["estimates"]] == ["ODE NLL", "variational bound"]
     table = (tmp_path / "likelihood.md").read_text()
     assert table in stdout and "| ODE NLL | dopri5, rtol=0.01, atol=0.01, hutchinson (2 probes) |" in table
+    # Analytic-DPM's Gamma serves only the Markov-chain (DDPM) bounds: none is estimated or written for a VP run
+    assert "Gamma" not in stderr and not (vp_run / "eval" / "gamma_ema.json").exists()
 
 
 def test_ddpm_bound_into_the_run_folder(cli, ddpm_run):
