@@ -109,8 +109,9 @@ def check_timesteps(process: Process, timesteps: Timesteps) -> list[float]:
     """Explicit times as floats: finite, strictly decreasing, within [min(t_eps, t_min), t_max] of ``process``.
     A str or path is a schedule file (``gits.load_timesteps``); ``"fitted"`` is resolved by sample.py alone."""
     if isinstance(timesteps, str) and timesteps == FITTED:
-        raise ConfigError("timesteps=fitted (fit the grid to the run) works in sample.py; here pass a schedule file "
-                          "from `evaluate.py ckpt=<run> task=schedule sampler=<name> steps=<NFE>`")
+        raise ConfigError("timesteps=fitted (a grid fitted to the run) is resolved by sample.py's task=sample alone; "
+                          "here pass a schedule file from `evaluate.py ckpt=<run> task=schedule sampler=<name> "
+                          "steps=<NFE>`, or timesteps=null")
     if isinstance(timesteps, (str, os.PathLike)):
         from diffusion.samplers.gits import load_timesteps  # a file written by optimize_timesteps
 

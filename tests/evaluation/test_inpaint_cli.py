@@ -89,6 +89,7 @@ def test_interpolate(cli, vp_run, tmp_path):
     (["sampler=ode", "inpaint.method=repaint"], "does not walk one fixed time grid"),
     (["task=interpolate", "interpolate.pair=[0,99999]"], "give two indices into the"),
     (["task=paint"], "task"),
+    (["sampler=fewstep"], "timesteps=fitted (a grid fitted to the run) is resolved by sample.py's task=sample alone"),
 ])
 def test_bad_requests_are_one_line_errors(cli, ddpm_run, tmp_path, args, message):
     Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(tmp_path / "bad.png")
