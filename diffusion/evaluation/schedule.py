@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -65,7 +66,9 @@ def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple
     if log is not None:
         log(f"fitting a {steps}-step grid for {sampler}{f' {options}' if options else ''} (task=schedule, "
             f"refine={refine}) into {path} ...")
-    staging = Path(out_dir) / ".fitting"  # fit_schedule writes the standard name: moved from here to ``path``
+    # fit_schedule writes the standard name: into a folder of this call's own, then moved to ``path``
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".fitting-", dir=out_dir))
     written, _ = fit_schedule(process, model, shape, sampler, steps, staging, seed=seed, device=device,
                               fine_steps=fine_steps, refine=refine, options=options)
     written.replace(path)
