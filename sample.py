@@ -49,7 +49,8 @@ def run(cfg: DictConfig) -> dict:
         spec = spec.replace(timesteps=str(fitted_schedule(
             trained.process, trained.model, shape, spec.name, spec.steps, spec.options,
             trained.run_dir / "eval" / "schedules", refine=int(cfg.schedule.refine),
-            fine_steps=int(cfg.schedule.fine_steps), device=device, log=lambda m: print(m, file=sys.stderr))))
+            fine_steps=int(cfg.schedule.fine_steps), device=device, log=lambda m: print(m, file=sys.stderr),
+            meta={"checkpoint": str(trained.path.resolve()), "ema": bool(cfg.ema)})))
     labels = OmegaConf.to_container(cfg.class_labels) if OmegaConf.is_config(cfg.class_labels) else cfg.class_labels
     class_labels_for(1, trained.num_classes, labels)  # bad labels fail here, before anything is written
     batch_size = min(int(cfg.batch_size), int(cfg.n))

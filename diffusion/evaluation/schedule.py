@@ -25,10 +25,12 @@ def schedule_file(out_dir: str | Path, sampler: str, steps: int) -> Path:
 
 def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...], sampler: str, steps: int,
                  out_dir: str | Path, n: int = 256, seed: int = 0, device: torch.device | str | None = None,
-                 fine_steps: int = 100, refine: int = 0, options: dict | None = None) -> tuple[Path, list[float]]:
+                 fine_steps: int = 100, refine: int = 0, options: dict | None = None,
+                 meta: dict | None = None) -> tuple[Path, list[float]]:
     """GITS times (``refine`` > 0: then refined on the sampler's own error, with its ``options``; a grid of its
     own, ``timesteps`` or ``spacing``, is dropped from them) for ``sampler`` at ``steps`` NFE on ``n`` prior draws
-    of the per-sample ``shape``; returns the schedule file and the times."""
+    of the per-sample ``shape``; returns the schedule file and the times. ``meta`` (e.g. the checkpoint and
+    whether its EMA weights) is written into the file beside what it was fitted with."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     options = {k: v for k, v in (options or {}).items() if k not in ("timesteps", "spacing")}
@@ -39,22 +41,24 @@ def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[in
                                n=n, fine_steps=fine_steps, refine=refine, options=options, device=device)
     path = save_timesteps(schedule_file(out_dir, sampler, steps), times, sampler=sampler, steps=steps,
                           process=repr(process), n=n, seed=seed, fine_steps=fine_steps, refine=refine,
-                          options=options, fit_nfe=counter.nfe,
+                          options=options, fit_nfe=counter.nfe, **(meta or {}),
                           fit_seconds=round(time.perf_counter() - started, 2))
     return path, times
 
 
 def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...], sampler: str, steps: int,
                     options: dict | None, out_dir: str | Path, *, refine: int = 4, fine_steps: int = 100,
-                    seed: int = 0, device: torch.device | str | None = None,
+                    seed: int = 0, device: torch.device | str | None = None, meta: dict | None = None,
                     log: Callable[[str], None] | None = None) -> Path:
     """The schedule file of ``sampler`` (with ``options``) at ``steps`` NFE fitted with ``refine`` and
-    ``fine_steps``: the standard ``schedule_file`` when it was fitted with these settings, else a file beside it
+    ``fine_steps`` for the model that ``meta`` names (its checkpoint, EMA or not): the standard ``schedule_file``
+    when it was fitted with these settings, else a file beside it
     named with a hash of them; fitted now (``fit_schedule``) where neither exists. A file fitted otherwise (say
     ``fewstep``'s order 3 where this is ``unipc`` of order 2: both are ``unipc_<steps>.json``) is never reused
     and never overwritten."""
     options = {k: v for k, v in (options or {}).items() if k not in ("timesteps", "spacing")}
-    wanted = json.loads(json.dumps({"options": options, "refine": int(refine), "fine_steps": int(fine_steps)}))
+    wanted = json.loads(json.dumps({"options": options, "refine": int(refine), "fine_steps": int(fine_steps),
+                                    **(meta or {})}))
     path = schedule_file(out_dir, sampler, steps)
     if path.exists():
         if {k: read_json(path, f"no schedule file at {path}", "a schedule file").get(k) for k in wanted} == wanted:
@@ -70,7 +74,7 @@ def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fitting-", dir=out_dir))
     written, _ = fit_schedule(process, model, shape, sampler, steps, staging, seed=seed, device=device,
-                              fine_steps=fine_steps, refine=refine, options=options)
+                              fine_steps=fine_steps, refine=refine, options=options, meta=meta)
     written.replace(path)
     staging.rmdir()
     if log is not None:

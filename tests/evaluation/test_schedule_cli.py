@@ -77,7 +77,13 @@ def test_fewstep_fits_the_runs_grid_on_first_use(cli, vp_run, tmp_path):
     assert grid.parent == vp_run / "eval" / "schedules" and grid.name.startswith("unipc_3")
     saved = json.loads(grid.read_text())
     assert saved["options"]["order"] == 3 and saved["refine"] == 1 and len(saved["timesteps"]) == 4
+    assert saved["ema"] is True and Path(saved["checkpoint"]).parent == vp_run / "checkpoints"
     code, stdout, stderr = cli(*args, f"out={tmp_path / 'b'}")
     assert code == 0 and "fitting" not in stderr, stderr
     first, again = (np.load(tmp_path / d / "samples.npz")["arr_0"] for d in "ab")
     assert np.array_equal(first, again)
+    # another model (here the raw weights instead of the EMA) gets a grid of its own, beside the first
+    code, stdout, stderr = cli(*args, "ema=false", f"out={tmp_path / 'c'}")
+    assert code == 0 and "fitting a 3-step grid for unipc" in stderr, stderr
+    raw = Path(json.loads((tmp_path / "c" / "manifest.json").read_text())["options"]["timesteps"])
+    assert raw != grid and json.loads(raw.read_text())["ema"] is False and json.loads(grid.read_text()) == saved
