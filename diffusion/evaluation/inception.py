@@ -133,12 +133,8 @@ def convert(torchscript: str | os.PathLike | None = None) -> dict[str, Tensor]:
 
 @functools.cache
 def _extractor_class():
-    """torch-fidelity's ``FeatureExtractorInceptionV3``, taking its weights from a state dict already in memory.
-
-    Its constructor insists on ``torch.load(path, weights_only=False)``: it is handed an in-memory empty dict (no
-    file is read that way), and the real weights are loaded afterwards from a state dict that was read with
-    ``weights_only=True``.
-    """
+    """torch-fidelity's ``FeatureExtractorInceptionV3``, whose constructor loads no weights (``_empty_extractor``):
+    they are loaded afterwards from a state dict that was read with ``weights_only=True``."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     class InceptionV3(FeatureExtractorInceptionV3):
@@ -151,10 +147,17 @@ def _extractor_class():
 
 
 def _empty_extractor() -> torch.nn.Module:
-    buffer = io.BytesIO()
-    torch.save({}, buffer)
-    buffer.seek(0)
-    return _extractor_class()("inception-v3-compat", [FEATURE], feature_extractor_weights_path=buffer)
+    """The network with untrained weights. Its constructor either downloads the weights or reads the file it is
+    given with a full unpickler (one that may run code); neither happens here: for the construction, its download
+    hands it an empty dict."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fidelity
+
+    download = fidelity.load_state_dict_from_url
+    fidelity.load_state_dict_from_url = lambda *args, **kwargs: {}
+    try:
+        return _extractor_class()("inception-v3-compat", [FEATURE])
+    finally:
+        fidelity.load_state_dict_from_url = download
 
 
 def build_extractor(state_dict: dict[str, Tensor]) -> torch.nn.Module:
