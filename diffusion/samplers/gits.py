@@ -85,17 +85,19 @@ def optimize_timesteps(process: Process, model: Callable[..., Tensor], shape: tu
     times = [t for t, _, _ in states] + [fine[-1]]
     xs = [x for _, x, _ in states] + [x_end]
     N = fine_steps
+    coefs = [alpha_sigma(process, t) for t in times]
+    # in VE and EDM (alpha = 1) x grows to sigma_max = 50-80: raw distances there would dwarf those near the data
+    # and draw every step to high noise; measured as VP measures them (x / sqrt(alpha^2 + sigma^2))
+    scales = [max(1.0, (alpha ** 2 + sigma ** 2) ** 0.5) for alpha, sigma in coefs]
     cost = torch.full((N + 1, N + 1), float("inf"), dtype=torch.float64)
-    for i, (t, x, eps) in enumerate(states):
-        alpha, sigma = alpha_sigma(process, t)
-        x0 = (x.double() - sigma * eps.double()) / alpha
+    for i, (_, x, eps) in enumerate(states):
+        alpha, sigma = coefs[i]
+        eps = eps.double()
+        x0 = (x.double() - sigma * eps) / alpha
         for j in range(i + 1, N + 1):
-            alpha_j, sigma_j = alpha_sigma(process, times[j])
-            step = alpha_j * x0 + sigma_j * eps.double()  # DDIM from the reference at t_i to t_j
-            # in VE and EDM (alpha = 1) x grows to sigma_max = 50-80: raw distances there would dwarf those near
-            # the data and draw every step to high noise; measured as VP measures them (x / sqrt(alpha^2 + sigma^2))
-            scale = max(1.0, (alpha_j ** 2 + sigma_j ** 2) ** 0.5)
-            cost[i, j] = (step - xs[j].double()).flatten(1).norm(dim=1).mean() / scale
+            alpha_j, sigma_j = coefs[j]
+            step = alpha_j * x0 + sigma_j * eps  # DDIM from the reference at t_i to t_j
+            cost[i, j] = (step - xs[j].double()).flatten(1).norm(dim=1).mean() / scales[j]
     if sampler in SOLVER_LAYOUT:
         path, goal = _shortest_path(cost, steps, terminal=None), x_end
     else:  # the sampler denoises after its last time: a terminal cost at every end point
