@@ -184,7 +184,7 @@ def _fitted_grid(cfg: DictConfig, trained, shape, device):
             trained.process, trained.model, shape, spec.name, steps, spec.options,
             _out_dir(cfg, trained.path) / "schedules", refine=int(cfg.schedule.refine),
             fine_steps=int(cfg.schedule.fine_steps), seed=int(cfg.seed), device=device,
-            meta={"checkpoint": str(trained.path.resolve()), "ema": bool(cfg.ema)},
+            meta=trained.weights,
             log=lambda m: print(m, file=sys.stderr)))
 
     return times
@@ -239,7 +239,7 @@ def schedule(cfg: DictConfig) -> dict:
                               seed=int(cfg.seed),
                               device=device, fine_steps=int(cfg.schedule.fine_steps), refine=int(cfg.schedule.refine),
                               options=spec.options,
-                              meta={"checkpoint": str(trained.path.resolve()), "ema": bool(cfg.ema)})
+                              meta=trained.weights)
     print(f"{spec.name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "
           f"`python sample.py ckpt={cfg.ckpt} sampler={spec.name} sampler.timesteps={out}`")
     return {"path": out, "timesteps": times}

@@ -50,7 +50,7 @@ def run(cfg: DictConfig) -> dict:
             trained.process, trained.model, shape, spec.name, spec.steps, spec.options,
             trained.run_dir / "eval" / "schedules", refine=int(cfg.schedule.refine),
             fine_steps=int(cfg.schedule.fine_steps), device=device, log=lambda m: print(m, file=sys.stderr),
-            meta={"checkpoint": str(trained.path.resolve()), "ema": bool(cfg.ema)})))
+            meta=trained.weights)))
     labels = OmegaConf.to_container(cfg.class_labels) if OmegaConf.is_config(cfg.class_labels) else cfg.class_labels
     class_labels_for(1, trained.num_classes, labels)  # bad labels fail here, before anything is written
     batch_size = min(int(cfg.batch_size), int(cfg.n))

@@ -23,6 +23,11 @@ def schedule_file(out_dir: str | Path, sampler: str, steps: int) -> Path:
     return Path(out_dir) / f"{sampler}_{steps}.json"
 
 
+def _fitted_options(options: dict | None) -> dict:
+    """A sampler's options less its own grid (``timesteps``, ``spacing``), which a fitted grid replaces."""
+    return {k: v for k, v in (options or {}).items() if k not in ("timesteps", "spacing")}
+
+
 def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...], sampler: str, steps: int,
                  out_dir: str | Path, n: int = 256, seed: int = 0, device: torch.device | str | None = None,
                  fine_steps: int = 100, refine: int = 0, options: dict | None = None,
@@ -33,7 +38,7 @@ def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[in
     whether its EMA weights) is written into the file beside what it was fitted with."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    options = {k: v for k, v in (options or {}).items() if k not in ("timesteps", "spacing")}
+    options = _fitted_options(options)
     counter = CountingModel(model)
     started = time.perf_counter()
     generator = torch.Generator(device=device if device is not None else "cpu").manual_seed(seed)
@@ -56,7 +61,7 @@ def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple
     named with a hash of them; fitted now (``fit_schedule``) where neither exists. A file fitted otherwise (say
     ``fewstep``'s order 3 where this is ``unipc`` of order 2: both are ``unipc_<steps>.json``) is never reused
     and never overwritten."""
-    options = {k: v for k, v in (options or {}).items() if k not in ("timesteps", "spacing")}
+    options = _fitted_options(options)
     wanted = json.loads(json.dumps({"options": options, "refine": int(refine), "fine_steps": int(fine_steps),
                                     **(meta or {})}))
     path = schedule_file(out_dir, sampler, steps)

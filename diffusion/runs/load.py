@@ -122,10 +122,16 @@ class TrainedRun:
     process: Process
     cfg: DictConfig
     path: Path  # the checkpoint file
+    ema: bool = True  # the EMA weights (false: the raw trained weights)
 
     @property
     def run_dir(self) -> Path:
         return run_dir_of(self.path)
+
+    @property
+    def weights(self) -> dict[str, str | bool]:
+        """Which weights these are, as files fitted to them record it (``evaluation.schedule``)."""
+        return {"checkpoint": str(self.path.resolve()), "ema": self.ema}
 
     @property
     def num_classes(self) -> int | None:
@@ -146,7 +152,7 @@ def load_run(ckpt: str | os.PathLike, ema: bool = True, device: str | torch.devi
     saved config that names anything but the project's own classes (unless ``trust_config``)."""
     path = resolve_checkpoint(ckpt)
     model, process, cfg = load_model(path, use_ema=ema, device=device, trust_config=trust_config)
-    return TrainedRun(model, process, cfg, path)
+    return TrainedRun(model, process, cfg, path, bool(ema))
 
 
 __all__ = ["TrainedRun", "load_run", "load_model", "config_from_checkpoint", "run_dir_of", "build_data",
