@@ -56,14 +56,12 @@ def main() -> None:
                         help="limit PyTorch's CPU kernels to this instruction set (a stand-in for CPUs without AVX-512 "
                              "and AMX; precision=auto then measures bf16 without AMX too)")
     args = parser.parse_args()
-    env = {**os.environ, **ISA_ENV.get(args.isa, {})}
-    os.environ.update(env)  # describe_machine names the limit
+    os.environ.update(ISA_ENV.get(args.isa, {}))  # for train.py and evaluate.py; describe_machine names the limit
 
     run = args.out / datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     command = ["train.py", *args.overrides]
     start = time.perf_counter()
-    log = subprocess.run([sys.executable, *command, f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True, text=True,
-                         env=env)
+    log = subprocess.run([sys.executable, *command, f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if log.returncode != 0:
         sys.exit(f"train.py failed ({log.returncode}):\n{log.stderr[-3000:]}")
@@ -78,7 +76,7 @@ def main() -> None:
 
     subprocess.run([sys.executable, "evaluate.py", f"ckpt={run}", "task=sweep", "sweep.samplers=[dpmpp_2m]",
                     "sweep.steps=[10]", f"n={args.samples}", "fid.inception=false", "progress=false"],
-                   cwd=ROOT, check=True, capture_output=True, env=env)
+                   cwd=ROOT, check=True, capture_output=True)
     row = json.loads((run / "eval" / "sweep" / "sweep.json").read_text())["rows"][0]
 
     machine = describe_machine("cuda" if torch.cuda.is_available() else "cpu")

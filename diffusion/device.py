@@ -63,5 +63,5 @@ def describe_machine(device: torch.device | str = "cpu") -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     amx = "AMX-bf16" if "amx_bf16" in flags.split() else "no AMX"
     # kernels limited to an older instruction set (benchmarks' --isa: a stand-in for CPUs without AVX-512/AMX)
-    limits = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)]
+    limits = [f"{k}={os.environ[k]}" for k in ISA_ENV["avx2"] if os.environ.get(k)]
     return f"{model}, {cores} cores, {amx}" + (f" (kernels limited by {' '.join(limits)})" if limits else "")
