@@ -126,8 +126,15 @@ def ours(process, model, x_T: Tensor, sampler: str, steps_for: Callable[[int], i
     return run
 
 
-def official_dpm_solver(module, model, x_T: Tensor, skip_type: str, denoise: bool) -> Run:
-    ns = module.NoiseScheduleVP("linear", continuous_beta_0=0.1, continuous_beta_1=20.0)
+def official_dpm_solver(module, model, process, x_T: Tensor, skip_type: str, order: int = 2,
+                        denoise: bool = False) -> Run:
+    """Lu et al.'s DPM-Solver++ multistep (``order`` 2 or 3, lower_order_final) on DDPM(linear) through its
+    discrete schedule (``model_wrapper`` maps its t to our step index) or on the VP SDE through its linear one,
+    from t = 1 to t_end (1/N on DDPM, our t_min on VP): ``steps = NFE``, or with ``denoise`` ``NFE - 1`` plus
+    denoise_to_zero (our endpoint: x0_pred at t_min)."""
+    discrete = isinstance(process, processes.DDPM)
+    ns = (module.NoiseScheduleVP("discrete", betas=process.betas.double()) if discrete else
+          module.NoiseScheduleVP("linear", continuous_beta_0=process.beta_min, continuous_beta_1=process.beta_max))
 
     def run(nfe: int):
         counter = CountingModel(model)
@@ -135,9 +142,9 @@ def official_dpm_solver(module, model, x_T: Tensor, skip_type: str, denoise: boo
         solver = module.DPM_Solver(fn, ns, algorithm_type="dpmsolver++")
         steps = nfe - 1 if denoise else nfe
         if steps < 2:
-            raise ValueError("multistep order 2 needs steps >= 2")
-        x = solver.sample(x_T.clone(), steps=steps, t_end=1e-3, order=2, skip_type=skip_type, method="multistep",
-                          lower_order_final=True, denoise_to_zero=denoise)
+            raise ValueError("multistep needs steps >= 2")
+        x = solver.sample(x_T.clone(), steps=steps, t_end=None if discrete else process.t_min, order=order,
+                          skip_type=skip_type, method="multistep", lower_order_final=True, denoise_to_zero=denoise)
         return x, counter.nfe
     return run
 
@@ -265,24 +272,6 @@ def load_diff_sampler(path: str | None):
     return module
 
 
-def official_fewstep_run(module, model, process, x_T: Tensor, order: int, skip_type: str) -> Run:
-    """Lu et al.'s DPM-Solver++ multistep (order 2 or 3, lower_order_final) on DDPM(linear) through its discrete
-    schedule (``model_wrapper`` maps its t to our step index) or on the VP SDE through its linear one; ``steps =
-    NFE`` from t = 1 to t_end (1/N on DDPM, our t_min on VP)."""
-    discrete = isinstance(process, processes.DDPM)
-    ns = (module.NoiseScheduleVP("discrete", betas=process.betas.double()) if discrete else
-          module.NoiseScheduleVP("linear", continuous_beta_0=process.beta_min, continuous_beta_1=process.beta_max))
-
-    def run(nfe: int):
-        counter = CountingModel(model)
-        fn = module.model_wrapper(counter, ns, model_type="noise", model_kwargs={})
-        solver = module.DPM_Solver(fn, ns, algorithm_type="dpmsolver++")
-        x = solver.sample(x_T.clone(), steps=nfe, t_end=None if discrete else process.t_min, order=order,
-                          skip_type=skip_type, method="multistep", lower_order_final=True)
-        return x, counter.nfe
-    return run
-
-
 def load_official(path: str | None):
     if not path or not Path(path).is_file():
         note(f"official DPM-Solver skipped: no file at --dpm-solver-path={path}")
@@ -360,8 +349,8 @@ def quality_section(args, target: Target) -> tuple[list[str], dict]:
         for skip in ("logSNR", "time_uniform", "time_quadratic"):
             for denoise in (True, False):
                 end = "denoise_to_zero" if denoise else "ends at t_end"
-                sweep(f"official DPM-Solver++(2M) ({skip}, {end})", official_dpm_solver(official, eps_vp, x_T, skip, denoise),
-                      peer_nfes, target, vp_res)
+                sweep(f"official DPM-Solver++(2M) ({skip}, {end})",
+                      official_dpm_solver(official, eps_vp, vp, x_T, skip, denoise=denoise), peer_nfes, target, vp_res)
     kd = load_k_diffusion()
     if kd is not None:
         for fn in ("sample_dpmpp_2m", "sample_euler", "sample_heun", "sample_lms"):
@@ -446,7 +435,7 @@ def head_to_head(args, target: Target, official, kd) -> tuple[list[str], dict]:
             for skip in ("logSNR", "time_uniform", "time_quadratic"):
                 for denoise in (True, False):
                     runs[f"official ({skip}, {'denoise_to_zero' if denoise else 'ends at t_end'})"] = \
-                        official_dpm_solver(official, eps_vp, x_T, skip, denoise)
+                        official_dpm_solver(official, eps_vp, vp, x_T, skip, denoise=denoise)
         if kd is not None:
             for fn in ("sample_dpmpp_2m", "sample_lms", "sample_euler"):
                 runs[f"k-diffusion {fn.removeprefix('sample_')} (karras)"] = k_diffusion_run(kd, fn, eps_vp, vp, x_T)
@@ -647,7 +636,7 @@ def fewstep_peers(pname: str, proc, eps, x_T: Tensor, kd, official, ds) -> dict[
     if official is not None and pname in ("DDPM", "VP"):
         for order in (2, 3):
             for skip in ("logSNR", "time_uniform", "time_quadratic"):
-                runs[f"official DPM-Solver++({order}M) {skip}"] = official_fewstep_run(official, eps, proc, x_T, order, skip)
+                runs[f"official DPM-Solver++({order}M) {skip}"] = official_dpm_solver(official, eps, proc, x_T, skip, order)
     if ds is not None and pname in ("DDPM", "VP", "EDM"):
         for schedule in ("polynomial", "logsnr", "time_uniform"):
             runs[f"diff-sampler ipndm {schedule}"] = diff_sampler_run(ds, "ipndm", eps, proc, x_T, schedule, max_order=4)
