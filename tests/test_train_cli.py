@@ -60,7 +60,7 @@ def test_run_folder_and_printed_commands(tmp_path):
     ("trainer.lr=abc", "trainer.lr=abc"),
     ("trainer.nope=1", "'nope' not in 'TrainerConfig'"),
     ("process=foo", "available: ddpm, edm, rectified_flow, subvpsde, vesde, vpsde"),
-    ("sampler=fewstep", "timesteps=fitted, which only sample.py resolves"),  # before training, not at the first grid
+    ("sampler=fewstep", "timesteps=fitted (a grid fitted to the run) is resolved by sample.py's task=sample alone"),
 ])
 def test_config_errors_are_one_line(tmp_path, override, says):
     proc = run_train(*TINY, override, cwd=tmp_path)

@@ -191,14 +191,13 @@ class Trainer:
         rank 0's anyway), its eps model (unwrapped: for probing and sampling set-up) and the loss."""
         torch.manual_seed(int(self.tcfg.seed))
         model, self.process = build_from_config(self.cfg)  # resolves loss=auto, prediction=auto into self.cfg
-        if self.cfg.get("sampler") is not None:  # the grids' sampler fails now, not at the first grid
+        if self.cfg.get("sampler") is not None:  # the grids' sampler and time grid fail now, not at the first grid
             from diffusion.samplers import sampler_from_config
-            from diffusion.samplers.common import FITTED
+            from diffusion.samplers.common import check_timesteps
 
             spec = sampler_from_config(self.cfg.sampler).check(self.process)
-            if spec.options.get("timesteps") == FITTED:
-                raise TrainingError(f"sampler={spec.name} has timesteps=fitted, which only sample.py resolves (a "
-                                    "grid fitted to a trained model): set sampler.timesteps=null for the grids")
+            if spec.options.get("timesteps") is not None:
+                check_timesteps(self.process, spec.options["timesteps"])
         self.net = model.net.to(self.device)
         self.model = build_eps_model(self.net, self.process, self.cfg)
         self.loss_fn = build_loss(self.cfg, self.process)
