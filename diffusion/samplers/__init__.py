@@ -24,7 +24,8 @@ spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times an
 DPM-Solver authors' layout, which measured better at 5-10 NFE). A sampler's options are its keyword-only
 parameters (``sampler_options``; their defaults live there and nowhere else). Every sampler takes ``timesteps=``:
 explicit times (or a schedule file from ``optimize_timesteps``, ``gits.py``) in place of ``steps`` and
-``spacing``. Randomness comes only from the ``generator``, in a fixed order of draws.
+``spacing``; ``ipndm`` also takes ``coefficients=``, its multistep weights fitted to the model on such a grid
+(``fit_coefficients``, ``coefficients.py``). Randomness comes only from the ``generator``, in a fixed order of draws.
 
 Adding a sampler: decorate the function with ``@register_sampler()`` (``needs={MARKOV_CHAIN}`` if it walks DDPM's
 discrete chain; see ``registry.py``), import its module here, and add ``configs/sampler/<name>.yaml``.
@@ -54,6 +55,7 @@ from diffusion.samplers.unipc import unipc  # noqa: E402  isort: skip
 from diffusion.samplers.ipndm import ipndm  # noqa: E402  isort: skip
 from diffusion.samplers.dpmpp_sde import dpmpp_2m_sde  # noqa: E402  isort: skip
 from diffusion.samplers.gits import optimize_timesteps  # noqa: E402  (after the samplers: it calls sample)
+from diffusion.samplers.coefficients import fit_coefficients  # noqa: E402  (it calls sample too)
 
 
 class CountingModel:
@@ -152,4 +154,4 @@ __all__ = ["sample", "SAMPLERS", "SamplerSpec", "sampler_from_config", "register
            "samplers_for", "MARKOV_CHAIN", "CountingModel", "guided", "sampler_options",
            "ddpm", "ddim", "ddpm_step", "ddim_step", "euler_maruyama", "pc", "ode", "encode", "decode",
            "probability_flow_drift", "dpmpp_2m", "heun", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde",
-           "optimize_timesteps"]
+           "optimize_timesteps", "fit_coefficients"]

@@ -23,7 +23,8 @@ Layout as dpmpp_2m (``dpm_solver.py``): ``steps + 1`` times, the model called at
 t_min (as diff-solvers does); NFE == steps.
 
 Grid: iPNDM's fixed weights assume even steps, so it does best on a grid fitted to it (GITS, ``gits.py``; the
-numbers are in ``benchmarks/samplers.md``). Of the fixed grids, uniform in t is the most robust on DDPM and the
+numbers are in ``benchmarks/samplers.md``), and better still with weights fitted to the model on that grid
+(``coefficients=``, ``coefficients.py``: on the few-step benchmark the best of ours at 5-6 NFE on every process). Of the fixed grids, uniform in t is the most robust on DDPM and the
 SDEs: logsnr loses at 5 NFE on every process. The default, ``spacing="default"``, is the process's own
 grid: uniform in t there, Karras's sigmas on EDM (uniform in sigma would put EDM's steps far from the data).
 """
@@ -37,6 +38,7 @@ from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
 from diffusion.samplers.common import EpsFn, Timesteps, alpha_sigma, model_time, solver_grid
+from diffusion.samplers.coefficients import Coefficients, check_coefficients
 
 #: uniform-step Adams-Bashforth coefficients, newest evaluation first
 ADAMS_BASHFORTH = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12),
@@ -65,12 +67,20 @@ def adams_bashforth(nodes: list[float], end: float) -> list[float]:
 @register_sampler()
 def ipndm(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
           progress: bool = False, *, order: int = 4, variable_step: bool = False, spacing: str = "default",
-          timesteps: Timesteps = None) -> Tensor:
+          timesteps: Timesteps = None, coefficients: Coefficients = None) -> Tensor:
     """iPNDM of ``order`` (1-4) from t_max to x at t_min over ``steps + 1`` times (``timesteps`` replaces steps and
-    spacing); NFE == steps. Deterministic."""
+    spacing); NFE == steps. Deterministic. ``coefficients``: each step's weights in place of Adams-Bashforth's
+    (newest evaluation first; a list per step, or the schedule file of a fit: ``coefficients.py``), fitted to the
+    model for this grid."""
     if order not in ADAMS_BASHFORTH:
         raise ConfigError(f"order must be 1, 2, 3 or 4, got {order!r}")
     ts = solver_grid(process, steps, spacing, timesteps, "ipndm")
+    fitted = None
+    if coefficients is not None:
+        if variable_step:
+            raise ConfigError("variable_step and coefficients exclude each other: fitted coefficients replace the "
+                              "Adams-Bashforth weights of either kind")
+        fitted = check_coefficients(coefficients, len(ts) - 1, order)
     alpha, sigma = zip(*(alpha_sigma(process, t) for t in ts))
     s = [sg / a for a, sg in zip(alpha, sigma)]  # sigma / alpha, decreasing
     eps: list[Tensor] = []  # newest first
@@ -78,7 +88,10 @@ def ipndm(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torc
     for i in trange(len(ts) - 1, disable=not progress, desc="ipndm"):
         eps = [model(alpha[i] * y, model_time(ts[i], x)).to(x.dtype)] + eps[:3]
         k = min(order, i + 1)
-        weights = adams_bashforth(s[i::-1][:k], s[i + 1]) if variable_step else ADAMS_BASHFORTH[k]
+        if fitted is not None:
+            weights = fitted[i]
+        else:
+            weights = adams_bashforth(s[i::-1][:k], s[i + 1]) if variable_step else ADAMS_BASHFORTH[k]
         y = y + (s[i + 1] - s[i]) * sum(w * e for w, e in zip(weights, eps))
     return alpha[-1] * y
 
