@@ -150,6 +150,9 @@ def sweep(cfg: DictConfig) -> dict:
     if unknown:
         raise EvaluationError(f"sweep.options names {', '.join(unknown)}, which is not in sweep.samplers={names}")
     specs = [SamplerSpec(name, steps[0], **(overrides.get(name) or {})).check(trained.process) for name in names]
+    if not cfg.sweep.fitted and any(spec.options.get("coefficients") == "fitted" for spec in specs):
+        raise EvaluationError("coefficients=fitted are fitted together with a grid: add sweep.fitted=true (the "
+                              "fixed grids then walk Adams-Bashforth's weights)")
     shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -173,21 +176,25 @@ def sweep(cfg: DictConfig) -> dict:
 
 
 def _fitted_grid(cfg: DictConfig, trained, shape, device):
-    """``(spec, steps) -> times`` for ``sweep.fitted``: the schedule file of task=schedule for that sampler, its
-    options and steps (``fitted_schedule``), fitted now with ``schedule.*`` on 256 prior draws where none fitted
-    with the same settings exists yet."""
+    """``(spec, steps) -> {timesteps[, coefficients]}`` for ``sweep.fitted``: from the schedule file of task=schedule
+    for that sampler, its options and steps (``fitted_schedule``), fitted now with ``schedule.*`` on 256 prior draws
+    where none fitted with the same settings exists yet; the weights too where the sampler has coefficients=fitted."""
     from diffusion.evaluation.schedule import fitted_schedule
+    from diffusion.samplers.coefficients import load_coefficients
+    from diffusion.samplers.common import FITTED
     from diffusion.samplers.gits import load_timesteps
 
-    def times(spec, steps: int) -> list[float]:
-        return load_timesteps(fitted_schedule(
+    def walk(spec, steps: int) -> dict:
+        path = fitted_schedule(
             trained.process, trained.model, shape, spec.name, steps, spec.options,
-            _out_dir(cfg, trained.path) / "schedules", refine=int(cfg.schedule.refine),
+            _out_dir(cfg, trained.path) / "schedules", refine=cfg.schedule.refine,
             fine_steps=int(cfg.schedule.fine_steps), seed=int(cfg.seed), device=device,
             meta=trained.weights,
-            log=lambda m: print(m, file=sys.stderr)))
+            log=lambda m: print(m, file=sys.stderr))
+        weights = {"coefficients": load_coefficients(path)} if spec.options.get("coefficients") == FITTED else {}
+        return {"timesteps": load_timesteps(path), **weights}
 
-    return times
+    return walk
 
 
 def fid(cfg: DictConfig) -> dict:
@@ -226,7 +233,7 @@ def fid(cfg: DictConfig) -> dict:
 
 
 def schedule(cfg: DictConfig) -> dict:
-    from diffusion.evaluation.schedule import fit_schedule
+    from diffusion.evaluation.schedule import default_refine, fit_schedule
     from diffusion.samplers import SamplerSpec, sampler_from_config
 
     trained, device = _load(cfg)
@@ -237,11 +244,13 @@ def schedule(cfg: DictConfig) -> dict:
     out, times = fit_schedule(trained.process, trained.model, shape, spec.name, steps,
                               _out_dir(cfg, trained.path) / "schedules", n=256 if cfg.n is None else int(cfg.n),
                               seed=int(cfg.seed),
-                              device=device, fine_steps=int(cfg.schedule.fine_steps), refine=int(cfg.schedule.refine),
+                              device=device, fine_steps=int(cfg.schedule.fine_steps),
+                              refine=default_refine(spec.options, cfg.schedule.refine),
                               options=spec.options,
                               meta=trained.weights)
+    weights = f" sampler.coefficients={out}" if spec.options.get("coefficients") == "fitted" else ""
     print(f"{spec.name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "
-          f"`python sample.py ckpt={cfg.ckpt} sampler={spec.name} sampler.timesteps={out}`")
+          f"`python sample.py ckpt={cfg.ckpt} sampler={spec.name} sampler.timesteps={out}{weights}`")
     return {"path": out, "timesteps": times}
 
 

@@ -35,6 +35,7 @@ def run(cfg: DictConfig) -> dict:
     from diffusion.likelihood.analytic import sampler_gamma
     from diffusion.runs import BatchStore, class_labels_for, generate, load_run, save_grid
     from diffusion.samplers import sampler_from_config
+    from diffusion.errors import ConfigError
     from diffusion.samplers.common import FITTED
 
     spec = sampler_from_config(cfg.sampler)
@@ -45,12 +46,17 @@ def run(cfg: DictConfig) -> dict:
     shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)
+    if spec.options.get("coefficients") == FITTED and spec.options.get("timesteps") != FITTED:
+        raise ConfigError("sampler.coefficients=fitted are fitted together with their grid: set "
+                          "sampler.timesteps=fitted too (or pass a schedule file to both)")
     if spec.options.get("timesteps") == FITTED:  # the run's grid for this sampler and NFE, fitted on first use
-        spec = spec.replace(timesteps=str(fitted_schedule(
+        schedule = str(fitted_schedule(
             trained.process, trained.model, shape, spec.name, spec.steps, spec.options,
-            trained.run_dir / "eval" / "schedules", refine=int(cfg.schedule.refine),
+            trained.run_dir / "eval" / "schedules", refine=cfg.schedule.refine,
             fine_steps=int(cfg.schedule.fine_steps), device=device, log=lambda m: print(m, file=sys.stderr),
-            meta=trained.weights)))
+            meta=trained.weights))
+        weights = {"coefficients": schedule} if spec.options.get("coefficients") == FITTED else {}
+        spec = spec.replace(timesteps=schedule, **weights)
     labels = OmegaConf.to_container(cfg.class_labels) if OmegaConf.is_config(cfg.class_labels) else cfg.class_labels
     class_labels_for(1, trained.num_classes, labels)  # bad labels fail here, before anything is written
     batch_size = min(int(cfg.batch_size), int(cfg.n))

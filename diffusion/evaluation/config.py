@@ -51,7 +51,9 @@ class Divergence(Enum):
 @dataclass
 class ScheduleConfig:
     fine_steps: int = 100  # candidate times (a logsnr grid) and steps of the reference solve
-    refine: int = 4  # sweeps of coordinate descent on the sampler's own error after the GITS path (0: plain GITS)
+    # sweeps of coordinate descent on the sampler's own error after the GITS path (0: plain GITS); null: 4, or 0
+    # with sampler.coefficients=fitted (the weights fitted on the grid replace the ones it would be tuned to)
+    refine: Optional[int] = None
 
 
 @dataclass

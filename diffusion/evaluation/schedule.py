@@ -1,5 +1,7 @@
 """``evaluate.py task=schedule``: fit a time grid to a trained model (GITS, ``samplers/gits.py``) and write it
-where ``sample.py sampler.timesteps=<file>`` and the sweep read it: ``<run>/eval/schedules/<sampler>_<steps>.json``."""
+where ``sample.py sampler.timesteps=<file>`` and the sweep read it: ``<run>/eval/schedules/<sampler>_<steps>.json``.
+With ``sampler.coefficients=fitted`` (``ipndm``) the file also carries the multistep weights fitted to the model on
+that grid (``samplers/coefficients.py``), read by ``sampler.coefficients=<file>``."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +15,10 @@ import torch
 from torch import Tensor
 
 from diffusion.processes.base import Process
+from diffusion.errors import ConfigError
 from diffusion.samplers import CountingModel, SAMPLERS
+from diffusion.samplers.coefficients import fit_coefficients
+from diffusion.samplers.common import FITTED
 from diffusion.samplers.gits import optimize_timesteps, save_timesteps
 from diffusion.utils import read_json
 
@@ -24,44 +29,70 @@ def schedule_file(out_dir: str | Path, sampler: str, steps: int) -> Path:
 
 
 def _fitted_options(options: dict | None) -> dict:
-    """A sampler's options less its own grid (``timesteps``, ``spacing``), which a fitted grid replaces."""
-    return {k: v for k, v in (options or {}).items() if k not in ("timesteps", "spacing")}
+    """A sampler's options less its own grid (``timesteps``, ``spacing``), which a fitted grid replaces. Explicit
+    ``coefficients`` belong to the grid they were fitted on: with a new grid only ``coefficients=fitted`` (fit
+    them too) or none."""
+    options = {k: v for k, v in (options or {}).items() if k not in ("timesteps", "spacing")}
+    if options.get("coefficients") not in (None, FITTED):
+        raise ConfigError("coefficients fitted for another grid cannot walk a newly fitted one: use "
+                          "sampler.coefficients=fitted (fitted with the grid) or sampler.coefficients=null")
+    return options
+
+
+def default_refine(options: dict | None, refine: int | None) -> int:
+    """``schedule.refine=null``: 4 sweeps (the grid moved while the sampler's own error falls), or 0 with
+    ``coefficients=fitted``: the refinement tunes the grid to Adams-Bashforth's weights, which the fitted ones
+    replace, and on the few-step benchmark plain GITS grids did better under fitted weights."""
+    if refine is not None:
+        return int(refine)
+    return 0 if (options or {}).get("coefficients") == FITTED else 4
 
 
 def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...], sampler: str, steps: int,
                  out_dir: str | Path, n: int = 256, seed: int = 0, device: torch.device | str | None = None,
-                 fine_steps: int = 100, refine: int = 0, options: dict | None = None,
+                 fine_steps: int = 100, refine: int | None = 0, options: dict | None = None,
                  meta: dict | None = None) -> tuple[Path, list[float]]:
     """GITS times (``refine`` > 0: then refined on the sampler's own error, with its ``options``; a grid of its
-    own, ``timesteps`` or ``spacing``, is dropped from them) for ``sampler`` at ``steps`` NFE on ``n`` prior draws
-    of the per-sample ``shape``; returns the schedule file and the times. ``meta`` (e.g. the checkpoint and
-    whether its EMA weights) is written into the file beside what it was fitted with."""
+    own, ``timesteps`` or ``spacing``, is dropped from them; None: ``default_refine``) for ``sampler`` at
+    ``steps`` NFE on ``n`` prior draws of the per-sample ``shape``; with ``coefficients=fitted`` among the options
+    (``ipndm``) also the multistep weights for that grid, on n further draws. Returns the schedule file and the
+    times. ``meta`` (e.g. the checkpoint and whether its EMA weights) is written into the file beside what it was
+    fitted with."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     options = _fitted_options(options)
+    refine = default_refine(options, refine)
+    fit_weights = options.get("coefficients") == FITTED
     counter = CountingModel(model)
     started = time.perf_counter()
     generator = torch.Generator(device=device if device is not None else "cpu").manual_seed(seed)
+    grid_options = {k: v for k, v in options.items() if k != "coefficients"}  # the grid is fitted before the weights
     times = optimize_timesteps(process, counter, (n,) + tuple(shape), steps, sampler=sampler, generator=generator,
-                               n=n, fine_steps=fine_steps, refine=refine, options=options, device=device)
+                               n=n, fine_steps=fine_steps, refine=refine, options=grid_options, device=device)
+    fitted = {}
+    if fit_weights:
+        fitted["coefficients"] = fit_coefficients(process, counter, (n,) + tuple(shape), times, generator=generator,
+                                                  n=n, order=int(options.get("order", 4)), device=device)
     path = save_timesteps(schedule_file(out_dir, sampler, steps), times, sampler=sampler, steps=steps,
                           process=repr(process), n=n, seed=seed, fine_steps=fine_steps, refine=refine,
                           options=options, fit_nfe=counter.nfe, **(meta or {}),
-                          fit_seconds=round(time.perf_counter() - started, 2))
+                          fit_seconds=round(time.perf_counter() - started, 2), **fitted)
     return path, times
 
 
 def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...], sampler: str, steps: int,
-                    options: dict | None, out_dir: str | Path, *, refine: int = 4, fine_steps: int = 100,
+                    options: dict | None, out_dir: str | Path, *, refine: int | None = None, fine_steps: int = 100,
                     seed: int = 0, device: torch.device | str | None = None, meta: dict | None = None,
                     log: Callable[[str], None] | None = None) -> Path:
     """The schedule file of ``sampler`` (with ``options``) at ``steps`` NFE fitted with ``refine`` and
-    ``fine_steps`` for the model that ``meta`` names (its checkpoint, EMA or not): the standard ``schedule_file``
+    ``fine_steps`` (None: ``default_refine``) for the model that ``meta`` names (its checkpoint, EMA or not): the
+    standard ``schedule_file``
     when it was fitted with these settings, else a file beside it
     named with a hash of them; fitted now (``fit_schedule``) where neither exists. A file fitted otherwise (say
     ``fewstep``'s order 3 where this is ``unipc`` of order 2: both are ``unipc_<steps>.json``) is never reused
     and never overwritten."""
     options = _fitted_options(options)
+    refine = default_refine(options, refine)
     wanted = json.loads(json.dumps({"options": options, "refine": int(refine), "fine_steps": int(fine_steps),
                                     **(meta or {})}))
     path = schedule_file(out_dir, sampler, steps)
@@ -88,4 +119,4 @@ def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple
     return path
 
 
-__all__ = ["fit_schedule", "fitted_schedule", "schedule_file"]
+__all__ = ["fit_schedule", "fitted_schedule", "schedule_file", "default_refine"]

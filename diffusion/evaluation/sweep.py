@@ -18,6 +18,7 @@ from diffusion.runs.generate import generate
 from diffusion.runs.store import json_safe, save_grid
 from diffusion.processes.base import Process
 from diffusion.samplers.spec import SamplerSpec
+from diffusion.samplers.common import FITTED
 
 METRICS = {"fid": "FID (Inception)", "kid": "KID (Inception)", "digit_fd": "digit FD (to the test split)",
            "digit_kid": "digit KID (to the test split)"}
@@ -28,24 +29,27 @@ def run_sweep(process: Process, model: Callable, shape: Sequence[int],
               quality: Callable[[torch.Tensor], dict[str, float | None]] | None = None,
               num_classes: int | None = None, grid_dir: str | Path | None = None, progress: bool = False,
               log: Callable[[str], None] = print,
-              fitted: Callable[[SamplerSpec, int], Sequence[float]] | None = None) -> list[dict[str, Any]]:
+              fitted: Callable[[SamplerSpec, int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per (sampler, steps): {"sampler", "steps", "nfe", "seconds", "images_per_second", "n", "fid", "kid",
     "digit_fd", "digit_kid", ...and every other score ``quality`` gives (floors, KID std, ...)}.
 
     samplers: ``SamplerSpec``s, or name -> options (e.g. {"ddim": {"eta": 0.0}, "pc": {"snr": 0.16}}); ``steps``
     overrides theirs. Every one is checked against the process before anything runs.
     With ``grid_dir`` the first 16 samples of every row are saved as ``<sampler>_<steps>.png``.
-    ``fitted(spec, steps) -> times``: each (sampler, steps) also runs on the time grid it returns (a grid fitted to
-    the model, ``evaluation.schedule``), in a row named ``<sampler> fitted`` (grids ``<sampler>_fitted_<steps>.png``).
+    ``fitted(spec, steps) -> {"timesteps": times[, "coefficients": weights]}``: each (sampler, steps) also runs
+    with the options it returns (a grid fitted to the model, and the sampler's weights where they were fitted too:
+    ``evaluation.schedule``), in a row named ``<sampler> fitted`` (grids ``<sampler>_fitted_<steps>.png``).
     """
     if isinstance(samplers, dict):
         samplers = [SamplerSpec(name, **{k: v for k, v in (options or {}).items() if k not in ("name", "steps")})
                     for name, options in samplers.items()]
     for spec in samplers:
         spec.check(process)
-    walks = [(spec.name, spec, int(s)) for spec in samplers for s in steps]
+    # coefficients=fitted are fitted with a grid: the fixed grid walks Adams-Bashforth's (``coefficients.py``)
+    walks = [(spec.name, spec.replace(coefficients=None) if spec.options.get("coefficients") == FITTED else spec,
+              int(s)) for spec in samplers for s in steps]
     if fitted is not None:
-        walks += [(f"{spec.name} fitted", spec.replace(timesteps=[float(t) for t in fitted(spec, int(s))]), int(s))
+        walks += [(f"{spec.name} fitted", spec.replace(**fitted(spec, int(s))), int(s))
                   for spec in samplers for s in steps]
     rows = []
     for name, spec, s in walks:

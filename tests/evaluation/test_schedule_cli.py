@@ -87,3 +87,45 @@ def test_fewstep_fits_the_runs_grid_on_first_use(cli, vp_run, tmp_path):
     assert code == 0 and "fitting a 3-step grid for unipc" in stderr, stderr
     raw = Path(json.loads((tmp_path / "c" / "manifest.json").read_text())["options"]["timesteps"])
     assert raw != grid and json.loads(raw.read_text())["ema"] is False and json.loads(grid.read_text()) == saved
+
+
+def test_fitted_weights_from_the_command_line(cli, vp_run, tmp_path):
+    """sampler=ipndm with timesteps=fitted and coefficients=fitted: sample.py fits the grid (plain GITS: refine
+    defaults to 0 with fitted weights) and iPNDM's weights on it into one schedule file, walks both and reuses
+    them; task=schedule writes the same kind of file; the weights alone, without a fitted grid, are one line."""
+    args = ("sample", f"ckpt={vp_run}", "sampler=ipndm", "sampler.steps=3", "sampler.timesteps=fitted",
+            "sampler.coefficients=fitted", "n=2", "batch_size=2", "grid=0", "schedule.fine_steps=20")
+    code, stdout, stderr = cli(*args, f"out={tmp_path / 'a'}")
+    assert code == 0 and "fitting a 3-step grid for ipndm" in stderr and "NFE 3 per sample" in stdout, stderr
+    options = json.loads((tmp_path / "a" / "manifest.json").read_text())["options"]
+    assert options["coefficients"] == options["timesteps"]
+    saved = json.loads(Path(options["timesteps"]).read_text())
+    assert saved["refine"] == 0 and len(saved["coefficients"]) == 3 and len(saved["timesteps"]) == 4
+    code, _, stderr = cli(*args, f"out={tmp_path / 'b'}")
+    assert code == 0 and "fitting" not in stderr, stderr
+    first, again = (np.load(tmp_path / d / "samples.npz")["arr_0"] for d in "ab")
+    assert np.array_equal(first, again)
+
+    code, stdout, stderr = cli("evaluate", f"ckpt={vp_run}", "task=schedule", "sampler=ipndm", "steps=3", "n=4",
+                               "sampler.coefficients=fitted", "schedule.fine_steps=20", f"out={tmp_path}")
+    assert code == 0 and "sampler.coefficients=" in stdout, stderr
+    assert len(json.loads((tmp_path / "schedules" / "ipndm_3.json").read_text())["coefficients"]) == 3
+
+    code, _, stderr = cli("sample", f"ckpt={vp_run}", "sampler=ipndm", "sampler.coefficients=fitted", "n=2",
+                          "batch_size=2", "grid=0", f"out={tmp_path / 'c'}")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "sampler.timesteps=fitted" in stderr, stderr
+
+
+def test_sweep_walks_fitted_weights_on_the_fitted_grid(cli, vp_run, tmp_path):
+    """sweep.options={ipndm:{coefficients:fitted}}: the 'ipndm fitted' row walks the fitted grid with the fitted
+    weights, the fixed row Adams-Bashforth's; without sweep.fitted=true it is one line."""
+    args = ("evaluate", f"ckpt={vp_run}", "task=sweep", "sweep.samplers=[ipndm]", "sweep.steps=[3]", "n=4",
+            "batch_size=4", "sweep.options={ipndm:{coefficients:fitted}}", "schedule.fine_steps=20", f"out={tmp_path}",
+            "fid.inception=false", "fid.digit_fd=false", "sweep.grids=false")
+    code, _, stderr = cli(*args, "sweep.fitted=true")
+    assert code == 0, stderr
+    rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["rows"]
+    assert [r["sampler"] for r in rows] == ["ipndm", "ipndm fitted"] and all(r["nfe"] == 3 for r in rows)
+    assert "coefficients" in json.loads((tmp_path / "schedules" / "ipndm_3.json").read_text())
+    code, _, stderr = cli(*args)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "sweep.fitted=true" in stderr, stderr
