@@ -62,6 +62,7 @@ import io
 import json
 import math
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -665,6 +666,7 @@ def fewstep_section(args) -> list[str]:
     """FD / floor - 1 (the excess over n exact samples) at 5, 6, 10 NFE, mean over ``--fewstep-draws`` x_T draws,
     on every mixture and process; the peers on DDPM(linear), VP and EDM."""
     from diffusion.samplers import optimize_timesteps
+    from diffusion.samplers.coefficients import fit_coefficients
     procs = {name: make() for name, make in FEWSTEP_PROCESSES.items() if name in args.fewstep_processes}
     nfes, draws, n = args.fewstep_nfes, args.fewstep_draws, args.n
     kd, official, ds = load_k_diffusion(), load_official(args.dpm_solver_path), load_diff_sampler(args.diff_sampler_path)
@@ -675,7 +677,10 @@ def fewstep_section(args) -> list[str]:
              "steps; its 101 calls on 256 samples are not counted in the NFE); `gits+refine` = "
              f"`optimize_timesteps(sampler=<that sampler>, refine={args.fewstep_refine})`, the GITS grid then moved "
              "while the sampler's own end error on the fitting draws falls (sampler runs on 256 samples, also not "
-             "counted). The reference row is the ODE limit of the same x_T: the FD that more steps converge to. "
+             "counted). `ipndm gits+weights` = iPNDM on the `gits` grid with its weights fitted to the model "
+             "(`fit_coefficients`, ridge least squares against a fine solve through the grid, on 256 further "
+             "draws; not counted either). The reference row is the ODE limit of the same x_T: the FD that more "
+             "steps converge to. "
              "Peers, on the same eps model and x_T: "
              "on DDPM(linear, 1000) diffusers' UniPC, DPM-Solver++ and DEIS multistep schedulers (orders 2 and 3, "
              "default and karras sigmas; UniPC and DPM++ also with `final_sigmas_type=sigma_min`, \"ends at t=0\": "
@@ -691,7 +696,10 @@ def fewstep_section(args) -> list[str]:
         summary = {tuple(row[:4]): row[4] for row in json.loads(Path(args.fewstep_json).read_text())}
         return lines + [f"(Tables re-rendered from `{Path(args.fewstep_json).name}`: the numbers of the last full "
                         "run.)", ""] + _fewstep_tables(summary, nfes, args)
+    only = set(args.fewstep_labels or ())  # rerun just these rows; the rest come from the last run's numbers
     summary = {}  # (mixture, process, label, nfe) -> mean excess
+    if only:
+        summary = {tuple(row[:4]): row[4] for row in json.loads(Path(args.fewstep_json).read_text())}
     started = time.perf_counter()
     for mname, gm in fewstep_mixtures(args).items():
         target = Target(gm, n, args.floor_draws, args.seed)
@@ -702,7 +710,12 @@ def fewstep_section(args) -> list[str]:
             gits = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", **fit) for k in nfes}
             fitted = {label: {k: optimize_timesteps(proc, eps, (1, dim), k, sampler=FEWSTEP_OURS[label][0],
                                                     options=FEWSTEP_OURS[label][1], refine=args.fewstep_refine, **fit)
-                              for k in nfes} for label in FEWSTEP_REFINED}
+                              for k in nfes} for label in FEWSTEP_REFINED
+                      if not only or f"ours {label} gits+refine" in only}
+            # iPNDM's weights fitted on the GITS grid, on draws of their own (so that the grids above are the same
+            # with or without this row)
+            weights_fit = torch.Generator().manual_seed(args.seed + 60)
+            weights = {k: fit_coefficients(proc, eps, (1, dim), gits[k], generator=weights_fit, n=256) for k in nfes}
             table: dict[str, dict[int, list[float]]] = {}
             for draw in range(draws):
                 x_T = proc.prior_sample((n, dim), torch.Generator().manual_seed(args.seed + 200 + draw))
@@ -718,7 +731,11 @@ def fewstep_section(args) -> list[str]:
                             runs[f"ours {label} {grid}"] = ours(proc, eps, x_T, name, spacing=grid, **opts)
                     if label in fitted:
                         runs[f"ours {label} gits+refine"] = _grid_run(proc, eps, x_T, name, opts, fitted[label])
-                runs.update(fewstep_peers(pname, proc, eps, x_T, kd, official, ds))
+                runs[COEFFICIENTS] = _grid_run(proc, eps, x_T, "ipndm", {}, gits, weights)
+                if only:
+                    runs = {label: run for label, run in runs.items() if label in only}
+                else:
+                    runs.update(fewstep_peers(pname, proc, eps, x_T, kd, official, ds))
                 for label, run in runs.items():
                     for k in nfes:
                         try:
@@ -738,12 +755,17 @@ def fewstep_section(args) -> list[str]:
     return lines
 
 
-def _grid_run(proc, eps, x_T, name, opts, grids) -> Run:
+def _grid_run(proc, eps, x_T, name, opts, grids, weights=None) -> Run:
     def run(nfe: int):
         counter = CountingModel(eps)
-        x = sample(proc, counter, None, name, x_T=x_T, timesteps=grids[nfe], **opts)
+        fitted = {"coefficients": weights[nfe]} if weights is not None else {}
+        x = sample(proc, counter, None, name, x_T=x_T, timesteps=grids[nfe], **opts, **fitted)
         return x, counter.nfe
     return run
+
+
+#: iPNDM on the GITS grid with its weights fitted to the model (``samplers/coefficients.py``)
+COEFFICIENTS = "ours ipndm gits+weights"
 
 
 REFERENCE = "reference: ODE limit (dpmpp_3m, 200 steps)"
@@ -1024,6 +1046,9 @@ def parse_args(argv=None):
     p.add_argument("--fewstep-json", default=str(ROOT / "benchmarks" / "samplers_fewstep.json"),
                    help="where the few-step numbers are kept (every mixture, process, sampler, NFE)")
     p.add_argument("--fewstep-tables-only", action="store_true", help="re-render the few-step tables from --fewstep-json")
+    p.add_argument("--fewstep-labels", nargs="+", default=None,
+                   help="rerun only these rows of the few-step head to head (e.g. 'ours ipndm gits+weights') and "
+                        "merge them into --fewstep-json; the grids and x_T are those of a full run")
     p.add_argument("--fewstep-only", action="store_true",
                    help="run only the few-step head to head and put it into the existing --out file")
     p.add_argument("--skip-quality", action="store_true")
@@ -1051,8 +1076,11 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     if args.fewstep_only:
         section = ["<!-- fewstep -->", f"Generated by `python benchmarks/samplers.py "
-                   f"{' '.join(sys.argv[1:] if argv is None else argv)}`; " + machine()[0]
-                   + " The machine was shared with other jobs.", ""] + fewstep_section(args)
+                   f"{shlex.join(sys.argv[1:] if argv is None else argv)}`; " + machine()[0]
+                   + " The machine was shared with other jobs."
+                   + (f" Only the rows {', '.join(map(repr, args.fewstep_labels))} were run (on the mixtures, grids "
+                      "and x_T of a full run); every other number is the last full `--fewstep-only` run's, kept in "
+                      f"`{Path(args.fewstep_json).name}`." if args.fewstep_labels else ""), ""] + fewstep_section(args)
         section += [f"- {n}" for n in NOTES] + [f"Run time: {time.perf_counter() - started:.0f} s.", "<!-- /fewstep -->"]
         out = Path(args.out)
         old = out.read_text() if out.is_file() else ""
