@@ -188,7 +188,7 @@ def _fitted_grid(cfg: DictConfig, trained, shape, device):
         path = fitted_schedule(
             trained.process, trained.model, shape, spec.name, steps, spec.options,
             _out_dir(cfg, trained.path) / "schedules", refine=cfg.schedule.refine,
-            fine_steps=int(cfg.schedule.fine_steps), seed=int(cfg.seed), device=device,
+            fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), seed=int(cfg.seed), device=device,
             meta=trained.weights,
             log=lambda m: print(m, file=sys.stderr))
         weights = {"coefficients": load_coefficients(path)} if spec.options.get("coefficients") == FITTED else {}
@@ -242,7 +242,8 @@ def schedule(cfg: DictConfig) -> dict:
     spec.check(trained.process)
     shape, _ = trained.shape()
     out, times = fit_schedule(trained.process, trained.model, shape, spec.name, steps,
-                              _out_dir(cfg, trained.path) / "schedules", n=256 if cfg.n is None else int(cfg.n),
+                              _out_dir(cfg, trained.path) / "schedules",
+                              n=int(cfg.schedule.n) if cfg.n is None else int(cfg.n),
                               seed=int(cfg.seed),
                               device=device, fine_steps=int(cfg.schedule.fine_steps),
                               refine=default_refine(spec.options, cfg.schedule.refine),

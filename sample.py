@@ -53,7 +53,8 @@ def run(cfg: DictConfig) -> dict:
         schedule = str(fitted_schedule(
             trained.process, trained.model, shape, spec.name, spec.steps, spec.options,
             trained.run_dir / "eval" / "schedules", refine=cfg.schedule.refine,
-            fine_steps=int(cfg.schedule.fine_steps), device=device, log=lambda m: print(m, file=sys.stderr),
+            fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), device=device,
+            log=lambda m: print(m, file=sys.stderr),
             meta=trained.weights))
         weights = {"coefficients": schedule} if spec.options.get("coefficients") == FITTED else {}
         spec = spec.replace(timesteps=schedule, **weights)

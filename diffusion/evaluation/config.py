@@ -50,6 +50,7 @@ class Divergence(Enum):
 
 @dataclass
 class ScheduleConfig:
+    n: int = 256  # prior draws the fit runs on (task=schedule: the top-level n, when given, instead)
     fine_steps: int = 100  # candidate times (a logsnr grid) and steps of the reference solve
     # sweeps of coordinate descent on the sampler's own error after the GITS path (0: plain GITS); null: 4, or 0
     # with sampler.coefficients=fitted (the weights fitted on the grid replace the ones it would be tuned to)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -55,7 +56,8 @@ def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[in
     """GITS times (``refine`` > 0: then refined on the sampler's own error, with its ``options``; a grid of its
     own, ``timesteps`` or ``spacing``, is dropped from them; None: ``default_refine``) for ``sampler`` at
     ``steps`` NFE on ``n`` prior draws of the per-sample ``shape``; with ``coefficients=fitted`` among the options
-    (``ipndm``) also the multistep weights for that grid, on n further draws. Returns the schedule file and the
+    (``ipndm``) also the multistep weights for that grid, on n further draws (their reference solve takes about
+    ``fine_steps`` steps too: fine_steps / steps inside each step). Returns the schedule file and the
     times. ``meta`` (e.g. the checkpoint and whether its EMA weights) is written into the file beside what it was
     fitted with."""
     if sampler not in SAMPLERS:
@@ -71,8 +73,11 @@ def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[in
                                n=n, fine_steps=fine_steps, refine=refine, options=grid_options, device=device)
     fitted = {}
     if fit_weights:
+        report: dict = {}
         fitted["coefficients"] = fit_coefficients(process, counter, (n,) + tuple(shape), times, generator=generator,
-                                                  n=n, order=int(options.get("order", 4)), device=device)
+                                                  n=n, order=int(options.get("order", 4)), device=device,
+                                                  substeps=max(2, math.ceil(fine_steps / steps)), report=report)
+        fitted["coefficients_fit"] = report
     path = save_timesteps(schedule_file(out_dir, sampler, steps), times, sampler=sampler, steps=steps,
                           process=repr(process), n=n, seed=seed, fine_steps=fine_steps, refine=refine,
                           options=options, fit_nfe=counter.nfe, **(meta or {}),
@@ -82,7 +87,7 @@ def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[in
 
 def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...], sampler: str, steps: int,
                     options: dict | None, out_dir: str | Path, *, refine: int | None = None, fine_steps: int = 100,
-                    seed: int = 0, device: torch.device | str | None = None, meta: dict | None = None,
+                    n: int = 256, seed: int = 0, device: torch.device | str | None = None, meta: dict | None = None,
                     log: Callable[[str], None] | None = None) -> Path:
     """The schedule file of ``sampler`` (with ``options``) at ``steps`` NFE fitted with ``refine`` and
     ``fine_steps`` (None: ``default_refine``) for the model that ``meta`` names (its checkpoint, EMA or not): the
@@ -94,7 +99,7 @@ def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple
     options = _fitted_options(options)
     refine = default_refine(options, refine)
     wanted = json.loads(json.dumps({"options": options, "refine": int(refine), "fine_steps": int(fine_steps),
-                                    **(meta or {})}))
+                                    "n": int(n), **(meta or {})}))
     path = schedule_file(out_dir, sampler, steps)
     if path.exists():
         if {k: read_json(path, f"no schedule file at {path}", "a schedule file").get(k) for k in wanted} == wanted:
@@ -109,7 +114,7 @@ def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple
     # fit_schedule writes the standard name: into a folder of this call's own, then moved to ``path``
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fitting-", dir=out_dir))
-    written, _ = fit_schedule(process, model, shape, sampler, steps, staging, seed=seed, device=device,
+    written, _ = fit_schedule(process, model, shape, sampler, steps, staging, n=n, seed=seed, device=device,
                               fine_steps=fine_steps, refine=refine, options=options, meta=meta)
     written.replace(path)
     staging.rmdir()

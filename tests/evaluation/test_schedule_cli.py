@@ -42,7 +42,8 @@ def test_sweep_runs_fitted_grids_beside_the_fixed_ones(cli, vp_run, tmp_path):
     """sweep.fitted=true: each (sampler, steps) also walks the grid task=schedule fits (fitted once into
     <out>/schedules/<sampler>_<steps>.json, read back on the next sweep), in a row named '<sampler> fitted'."""
     args = ("evaluate", f"ckpt={vp_run}", "task=sweep", "sweep.samplers=[ipndm]", "sweep.steps=[3]", "n=4",
-            "batch_size=4", "sweep.fitted=true", "schedule.refine=0", "schedule.fine_steps=20", f"out={tmp_path}",
+            "batch_size=4", "sweep.fitted=true", "schedule.refine=0", "schedule.fine_steps=20", "schedule.n=16",
+            f"out={tmp_path}",
             "fid.inception=false", "fid.digit_fd=false")
     code, stdout, stderr = cli(*args)
     assert code == 0, stderr
@@ -69,7 +70,7 @@ def test_fewstep_fits_the_runs_grid_on_first_use(cli, vp_run, tmp_path):
     keeps it in <run>/eval/schedules/unipc_<NFE>.json (or beside it, if one fitted otherwise is there), walks it
     (NFE = steps) and reuses it on the next call: the same images, no second fit."""
     args = ("sample", f"ckpt={vp_run}", "sampler=fewstep", "sampler.steps=3", "n=2", "batch_size=2", "grid=0",
-            "schedule.fine_steps=20", "schedule.refine=1")
+            "schedule.fine_steps=20", "schedule.refine=1", "schedule.n=16")
     code, stdout, stderr = cli(*args, f"out={tmp_path / 'a'}")
     assert code == 0, stderr
     assert "fitting a 3-step grid for unipc" in stderr and "NFE 3 per sample" in stdout, stderr
@@ -94,13 +95,13 @@ def test_fitted_weights_from_the_command_line(cli, vp_run, tmp_path):
     defaults to 0 with fitted weights) and iPNDM's weights on it into one schedule file, walks both and reuses
     them; task=schedule writes the same kind of file; the weights alone, without a fitted grid, are one line."""
     args = ("sample", f"ckpt={vp_run}", "sampler=ipndm", "sampler.steps=3", "sampler.timesteps=fitted",
-            "sampler.coefficients=fitted", "n=2", "batch_size=2", "grid=0", "schedule.fine_steps=20")
+            "sampler.coefficients=fitted", "n=2", "batch_size=2", "grid=0", "schedule.fine_steps=20", "schedule.n=16")
     code, stdout, stderr = cli(*args, f"out={tmp_path / 'a'}")
     assert code == 0 and "fitting a 3-step grid for ipndm" in stderr and "NFE 3 per sample" in stdout, stderr
     options = json.loads((tmp_path / "a" / "manifest.json").read_text())["options"]
     assert options["coefficients"] == options["timesteps"]
     saved = json.loads(Path(options["timesteps"]).read_text())
-    assert saved["refine"] == 0 and len(saved["coefficients"]) == 3 and len(saved["timesteps"]) == 4
+    assert saved["refine"] == 0 and saved["n"] == 16 and len(saved["coefficients"]) == 3 and len(saved["timesteps"]) == 4
     code, _, stderr = cli(*args, f"out={tmp_path / 'b'}")
     assert code == 0 and "fitting" not in stderr, stderr
     first, again = (np.load(tmp_path / d / "samples.npz")["arr_0"] for d in "ab")
@@ -120,7 +121,8 @@ def test_sweep_walks_fitted_weights_on_the_fitted_grid(cli, vp_run, tmp_path):
     """sweep.options={ipndm:{coefficients:fitted}}: the 'ipndm fitted' row walks the fitted grid with the fitted
     weights, the fixed row Adams-Bashforth's; without sweep.fitted=true it is one line."""
     args = ("evaluate", f"ckpt={vp_run}", "task=sweep", "sweep.samplers=[ipndm]", "sweep.steps=[3]", "n=4",
-            "batch_size=4", "sweep.options={ipndm:{coefficients:fitted}}", "schedule.fine_steps=20", f"out={tmp_path}",
+            "batch_size=4", "sweep.options={ipndm:{coefficients:fitted}}", "schedule.fine_steps=20", "schedule.n=16",
+            f"out={tmp_path}",
             "fid.inception=false", "fid.digit_fd=false", "sweep.grids=false")
     code, _, stderr = cli(*args, "sweep.fitted=true")
     assert code == 0, stderr

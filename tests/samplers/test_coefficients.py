@@ -114,6 +114,9 @@ def test_schedule_file_carries_the_weights(tmp_path):
     saved = json.loads(path.read_text())
     assert saved["refine"] == 0 and saved["options"] == {"coefficients": "fitted"} and len(saved["timesteps"]) == 5
     assert load_coefficients(path) == saved["coefficients"] and len(saved["coefficients"]) == 4
+    fit = saved["coefficients_fit"]  # what the fit gained on held-out draws, and the ridge it chose
+    assert str(fit["ridge"]) in fit["held_out_end_error"] and len(fit["held_out_end_error"]) == 4
+    assert min(fit["held_out_end_error"].values()) < fit["adams_bashforth_end_error"]
     x_T = process.prior_sample((8, 2), torch.Generator().manual_seed(0))
     by_file = sample(process, model, None, "ipndm", x_T=x_T, timesteps=str(path), coefficients=str(path))
     by_list = sample(process, model, None, "ipndm", x_T=x_T, timesteps=times, coefficients=saved["coefficients"])
