@@ -74,14 +74,17 @@ def fit_coefficients(process: Process, model: Callable[..., Tensor], shape: tupl
     x_T = process.prior_sample((n,) + tuple(shape)[1:], generator, device=gen_device, dtype=dtype)
     x_T = x_T.to(device) if device is not None else x_T
     fine, marks = _substep_grid(process, ts, substeps)
-    states: dict[int, Tensor] = {}
+    keep, states, calls = set(marks), {}, [0]
 
-    def recorder(x: Tensor, t: Tensor, **kwargs) -> Tensor:
-        states[len(states)] = x
+    def recorder(x: Tensor, t: Tensor, **kwargs) -> Tensor:  # dpmpp_3m calls the model once at each fine time
+        if calls[0] in keep:
+            states[calls[0]] = x
+        calls[0] += 1
         return model(x, t, **kwargs)
 
     x_end = sample(process, recorder, None, "dpmpp_3m", x_T=x_T, timesteps=fine)
-    reference = [states[k] for k in marks[:-1]] + [x_end]  # x* at every grid time
+    assert calls[0] == len(fine) - 1, "the reference solver must call the model once per fine time"
+    reference = [states[k] for k in marks[:-1]] + [x_end]  # x* at every grid time, only those kept
     held_out = {rho: _held_out_error(process, model, ts, reference, order, rho, n) for rho in ridges}
     best = min(ridges, key=held_out.__getitem__)
     if report is not None:
