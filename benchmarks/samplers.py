@@ -706,7 +706,7 @@ def fewstep_section(args) -> list[str]:
         dim = gm.d
         for pname, proc in procs.items():
             eps = gm.eps_model(proc)
-            fit = dict(n=256, generator=torch.Generator().manual_seed(args.seed + 50))
+            fit = dict(n=256, generator=torch.Generator().manual_seed(args.seed + 50 + 1000 * args.fewstep_fit_seed))
             gits = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", **fit) for k in nfes}
             fitted = {label: {k: optimize_timesteps(proc, eps, (1, dim), k, sampler=FEWSTEP_OURS[label][0],
                                                     options=FEWSTEP_OURS[label][1], refine=args.fewstep_refine, **fit)
@@ -714,7 +714,7 @@ def fewstep_section(args) -> list[str]:
                       if not only or f"ours {label} gits+refine" in only}
             # iPNDM's weights fitted on the GITS grid, on draws of their own (so that the grids above are the same
             # with or without this row)
-            weights_fit = torch.Generator().manual_seed(args.seed + 60)
+            weights_fit = torch.Generator().manual_seed(args.seed + 60 + 1000 * args.fewstep_fit_seed)
             weights = {k: fit_coefficients(proc, eps, (1, dim), gits[k], generator=weights_fit, n=256) for k in nfes}
             table: dict[str, dict[int, list[float]]] = {}
             for draw in range(draws):
@@ -1046,6 +1046,9 @@ def parse_args(argv=None):
     p.add_argument("--fewstep-json", default=str(ROOT / "benchmarks" / "samplers_fewstep.json"),
                    help="where the few-step numbers are kept (every mixture, process, sampler, NFE)")
     p.add_argument("--fewstep-tables-only", action="store_true", help="re-render the few-step tables from --fewstep-json")
+    p.add_argument("--fewstep-fit-seed", type=int, default=0,
+                   help="another draw of the 256 prior samples every grid and weight fit runs on (the spread of the "
+                        "fitted rows over fits); the mixtures and the scored x_T stay")
     p.add_argument("--fewstep-labels", nargs="+", default=None,
                    help="rerun only these rows of the few-step head to head (e.g. 'ours ipndm gits+weights') and "
                         "merge them into --fewstep-json; the grids and x_T are those of a full run")
