@@ -679,7 +679,9 @@ def fewstep_section(args) -> list[str]:
              "while the sampler's own end error on the fitting draws falls (sampler runs on 256 samples, also not "
              "counted). `ipndm gits+weights` = iPNDM on the `gits` grid with its weights fitted to the model "
              "(`fit_coefficients`, ridge least squares against a fine solve through the grid, on 256 further "
-             "draws; not counted either). The reference row is the ODE limit of the same x_T: the FD that more "
+             "draws; not counted either); `ipndm gits+refine+weights` = the same on a grid refined (refine=4) "
+             "while iPNDM's held-out end error with weights refitted for each trial grid falls (`optimize_timesteps(options="
+             "{'coefficients': 'fitted'})`). The reference row is the ODE limit of the same x_T: the FD that more "
              "steps converge to. "
              "Peers, on the same eps model and x_T: "
              "on DDPM(linear, 1000) diffusers' UniPC, DPM-Solver++ and DEIS multistep schedulers (orders 2 and 3, "
@@ -716,6 +718,14 @@ def fewstep_section(args) -> list[str]:
             # with or without this row)
             weights_fit = torch.Generator().manual_seed(args.seed + 60 + 1000 * args.fewstep_fit_seed)
             weights = {k: fit_coefficients(proc, eps, (1, dim), gits[k], generator=weights_fit, n=256) for k in nfes}
+            joint, joint_weights = {}, {}  # the grid refined with the weights refitted for every trial grid
+            if not only or JOINT in only:
+                joint_fit = torch.Generator().manual_seed(args.seed + 70 + 1000 * args.fewstep_fit_seed)
+                joint = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", n=256, generator=joint_fit,
+                                               refine=args.fewstep_refine, options={"coefficients": "fitted"})
+                         for k in nfes}
+                joint_weights = {k: fit_coefficients(proc, eps, (1, dim), joint[k], generator=joint_fit, n=256)
+                                 for k in nfes}
             table: dict[str, dict[int, list[float]]] = {}
             for draw in range(draws):
                 x_T = proc.prior_sample((n, dim), torch.Generator().manual_seed(args.seed + 200 + draw))
@@ -732,6 +742,8 @@ def fewstep_section(args) -> list[str]:
                     if label in fitted:
                         runs[f"ours {label} gits+refine"] = _grid_run(proc, eps, x_T, name, opts, fitted[label])
                 runs[COEFFICIENTS] = _grid_run(proc, eps, x_T, "ipndm", {}, gits, weights)
+                if joint:
+                    runs[JOINT] = _grid_run(proc, eps, x_T, "ipndm", {}, joint, joint_weights)
                 if only:
                     runs = {label: run for label, run in runs.items() if label in only}
                 else:
@@ -766,6 +778,8 @@ def _grid_run(proc, eps, x_T, name, opts, grids, weights=None) -> Run:
 
 #: iPNDM on the GITS grid with its weights fitted to the model (``samplers/coefficients.py``)
 COEFFICIENTS = "ours ipndm gits+weights"
+#: the same with the grid refined while iPNDM's error, its weights refitted for each trial grid, falls
+JOINT = "ours ipndm gits+refine+weights"
 
 
 REFERENCE = "reference: ODE limit (dpmpp_3m, 200 steps)"
