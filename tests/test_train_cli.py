@@ -61,9 +61,10 @@ def test_run_folder_and_printed_commands(tmp_path):
     ("trainer.nope=1", "'nope' not in 'TrainerConfig'"),
     ("process=foo", "available: ddpm, edm, rectified_flow, subvpsde, vesde, vpsde"),
     ("sampler=fewstep", "timesteps=fitted (a grid fitted to the run) is resolved by sample.py's task=sample alone"),
+    ("sampler=ipndm sampler.coefficients=fitted", "coefficients=fitted (iPNDM weights fitted to the run) is resolved"),
 ])
 def test_config_errors_are_one_line(tmp_path, override, says):
-    proc = run_train(*TINY, override, cwd=tmp_path)
+    proc = run_train(*TINY, *override.split(), cwd=tmp_path)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
