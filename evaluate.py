@@ -138,6 +138,7 @@ def sweep(cfg: DictConfig) -> dict:
     from diffusion.errors import EvaluationError
     from diffusion.evaluation.sweep import markdown_table, run_sweep, save_sweep
     from diffusion.samplers import SamplerSpec
+    from diffusion.samplers.common import FITTED
 
     trained, device = _load(cfg)
     n = SWEEP_N if cfg.n is None else int(cfg.n)
@@ -150,7 +151,7 @@ def sweep(cfg: DictConfig) -> dict:
     if unknown:
         raise EvaluationError(f"sweep.options names {', '.join(unknown)}, which is not in sweep.samplers={names}")
     specs = [SamplerSpec(name, steps[0], **(overrides.get(name) or {})).check(trained.process) for name in names]
-    if not cfg.sweep.fitted and any(spec.options.get("coefficients") == "fitted" for spec in specs):
+    if not cfg.sweep.fitted and any(spec.options.get("coefficients") == FITTED for spec in specs):
         raise EvaluationError("coefficients=fitted are fitted together with a grid: add sweep.fitted=true (the "
                               "fixed grids then walk Adams-Bashforth's weights)")
     shape, note = trained.shape()
@@ -233,8 +234,9 @@ def fid(cfg: DictConfig) -> dict:
 
 
 def schedule(cfg: DictConfig) -> dict:
-    from diffusion.evaluation.schedule import default_refine, fit_schedule
+    from diffusion.evaluation.schedule import fit_schedule
     from diffusion.samplers import SamplerSpec, sampler_from_config
+    from diffusion.samplers.common import FITTED
 
     trained, device = _load(cfg)
     spec = sampler_from_config(cfg.sampler) if cfg.sampler is not None else SamplerSpec("ipndm", 10)
@@ -246,10 +248,10 @@ def schedule(cfg: DictConfig) -> dict:
                               n=int(cfg.schedule.n) if cfg.n is None else int(cfg.n),
                               seed=int(cfg.seed),
                               device=device, fine_steps=int(cfg.schedule.fine_steps),
-                              refine=default_refine(spec.options, cfg.schedule.refine),
+                              refine=cfg.schedule.refine,
                               options=spec.options,
                               meta=trained.weights)
-    weights = f" sampler.coefficients={out}" if spec.options.get("coefficients") == "fitted" else ""
+    weights = f" sampler.coefficients={out}" if spec.options.get("coefficients") == FITTED else ""
     print(f"{spec.name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "
           f"`python sample.py ckpt={cfg.ckpt} sampler={spec.name} sampler.timesteps={out}{weights}`")
     return {"path": out, "timesteps": times}

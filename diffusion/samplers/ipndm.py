@@ -24,9 +24,10 @@ t_min (as diff-solvers does); NFE == steps.
 
 Grid: iPNDM's fixed weights assume even steps, so it does best on a grid fitted to it (GITS, ``gits.py``; the
 numbers are in ``benchmarks/samplers.md``), and better still with weights fitted to the model on that grid
-(``coefficients=``, ``coefficients.py``: on the few-step benchmark the best of ours at 5-6 NFE on every process). Of the fixed grids, uniform in t is the most robust on DDPM and the
-SDEs: logsnr loses at 5 NFE on every process. The default, ``spacing="default"``, is the process's own
-grid: uniform in t there, Karras's sigmas on EDM (uniform in sigma would put EDM's steps far from the data).
+(``coefficients=``, ``coefficients.py``: on the few-step benchmark the best of ours at 5-6 NFE on every process).
+Of the fixed grids, uniform in t is the most robust on DDPM and the SDEs: logsnr loses at 5 NFE on every process.
+The default, ``spacing="default"``, is the process's own grid: uniform in t there, Karras's sigmas on EDM
+(uniform in sigma would put EDM's steps far from the data).
 """
 from __future__ import annotations
 
