@@ -695,13 +695,11 @@ def fewstep_section(args) -> list[str]:
              "exponential (= logsnr) sigmas. k-diffusion and diff-sampler run in EDM's variables x / alpha, "
              "sigma / alpha, our eps model wrapped as a denoiser (`edm_space`).", ""]
     if args.fewstep_tables_only:  # the tables again from the last full run's numbers
-        summary = {tuple(row[:4]): row[4] for row in json.loads(Path(args.fewstep_json).read_text())}
+        summary = _load_summary(args.fewstep_json)
         return lines + [f"(Tables re-rendered from `{Path(args.fewstep_json).name}`: the numbers of the last full "
                         "run.)", ""] + _fewstep_tables(summary, nfes, args)
     only = set(args.fewstep_labels or ())  # rerun just these rows; the rest come from the last run's numbers
-    summary = {}  # (mixture, process, label, nfe) -> mean excess
-    if only:
-        summary = {tuple(row[:4]): row[4] for row in json.loads(Path(args.fewstep_json).read_text())}
+    summary = _load_summary(args.fewstep_json) if only else {}  # (mixture, process, label, nfe) -> mean excess
     started = time.perf_counter()
     for mname, gm in fewstep_mixtures(args).items():
         target = Target(gm, n, args.floor_draws, args.seed)
@@ -717,7 +715,8 @@ def fewstep_section(args) -> list[str]:
             # iPNDM's weights fitted on the GITS grid, on draws of their own (so that the grids above are the same
             # with or without this row)
             weights_fit = torch.Generator().manual_seed(args.seed + 60 + 1000 * args.fewstep_fit_seed)
-            weights = {k: fit_coefficients(proc, eps, (1, dim), gits[k], generator=weights_fit, n=256) for k in nfes}
+            weights = ({k: fit_coefficients(proc, eps, (1, dim), gits[k], generator=weights_fit, n=256) for k in nfes}
+                       if not only or COEFFICIENTS in only else {})
             joint, joint_weights = {}, {}  # the grid refined with the weights refitted for every trial grid
             if not only or JOINT in only:
                 joint_fit = torch.Generator().manual_seed(args.seed + 70 + 1000 * args.fewstep_fit_seed)
@@ -741,7 +740,8 @@ def fewstep_section(args) -> list[str]:
                             runs[f"ours {label} {grid}"] = ours(proc, eps, x_T, name, spacing=grid, **opts)
                     if label in fitted:
                         runs[f"ours {label} gits+refine"] = _grid_run(proc, eps, x_T, name, opts, fitted[label])
-                runs[COEFFICIENTS] = _grid_run(proc, eps, x_T, "ipndm", {}, gits, weights)
+                if weights:
+                    runs[COEFFICIENTS] = _grid_run(proc, eps, x_T, "ipndm", {}, gits, weights)
                 if joint:
                     runs[JOINT] = _grid_run(proc, eps, x_T, "ipndm", {}, joint, joint_weights)
                 if only:
@@ -765,6 +765,11 @@ def fewstep_section(args) -> list[str]:
     Path(args.fewstep_json).write_text(json.dumps([[*key, value] for key, value in summary.items()]))
     lines += _fewstep_tables(summary, nfes, args)
     return lines
+
+
+def _load_summary(path: str) -> dict:
+    """(mixture, process, label, nfe) -> mean excess, as ``fewstep_section`` keeps them in ``--fewstep-json``."""
+    return {tuple(row[:4]): row[4] for row in json.loads(Path(path).read_text())}
 
 
 def _grid_run(proc, eps, x_T, name, opts, grids, weights=None) -> Run:
