@@ -39,7 +39,7 @@ from torch import Tensor
 
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
-from diffusion.samplers.common import alpha_sigma, model_time
+from diffusion.samplers.common import FITTED, alpha_sigma, fitted_elsewhere, model_time
 
 #: what ``ipndm(coefficients=...)`` accepts: per-step weights (newest evaluation first), or a schedule file
 Coefficients = Sequence[Sequence[float]] | str | os.PathLike | None
@@ -85,7 +85,7 @@ def fit_coefficients(process: Process, model: Callable[..., Tensor], shape: tupl
     x_end = sample(process, recorder, None, "dpmpp_3m", x_T=x_T, timesteps=fine)
     assert calls[0] == len(fine) - 1, "the reference solver must call the model once per fine time"
     reference = [states[k] for k in marks[:-1]] + [x_end]  # x* at every grid time, only those kept
-    held_out = {rho: _held_out_error(process, model, ts, reference, order, rho, n) for rho in ridges}
+    held_out = {rho: held_out_error(process, model, ts, reference, order, rho, n) for rho in ridges}
     best = min(ridges, key=held_out.__getitem__)
     if report is not None:
         plain = [list(ADAMS_BASHFORTH[min(order, i + 1)]) for i in range(len(ts) - 1)]
@@ -95,9 +95,12 @@ def fit_coefficients(process: Process, model: Callable[..., Tensor], shape: tupl
     return _walk(process, model, ts, reference, order, best, slice(None))[0]
 
 
-def _held_out_error(process, model, ts, reference, order, rho, n) -> float:
-    """Two-fold: weights fitted on one half of the draws walk the other half; the mean distance of its end states
-    from the reference's, averaged over both folds."""
+def held_out_error(process: Process, model: Callable[..., Tensor], ts: Sequence[float], reference: Sequence[Tensor],
+                   order: int, rho: float, n: int) -> float:
+    """How well ridge ``rho`` generalises, two-fold: weights fitted on one half of the n draws walk the other half;
+    the mean distance of its end states from ``reference[-1]``'s (``reference``: x* at every time of ``ts``),
+    averaged over both folds. ``fit_coefficients`` chooses its ridge by it, and ``optimize_timesteps`` scores trial
+    grids by it."""
     total = 0.0
     for fit, test in ((slice(None, n // 2), slice(n // 2, None)), (slice(n // 2, None), slice(None, n // 2))):
         weights = _walk(process, model, ts, reference, order, rho, fit)[0]
@@ -164,10 +167,9 @@ def _time_at(process: Process, lam: float, lo: float, hi: float) -> float:
 def check_coefficients(coefficients: Coefficients, steps: int, order: int) -> list[list[float]]:
     """Per-step weights as lists of floats: a schedule file (``load_coefficients``) or a sequence; one list per
     step, with 1 <= len <= min(order, i + 1) finite weights at step i."""
-    if isinstance(coefficients, str) and coefficients == "fitted":
-        raise ConfigError("coefficients=fitted (iPNDM weights fitted to the run) is resolved by sample.py's "
-                          "task=sample alone; here pass a schedule file from `evaluate.py ckpt=<run> task=schedule "
-                          "sampler=ipndm sampler.coefficients=fitted steps=<NFE>`, or coefficients=null")
+    if isinstance(coefficients, str) and coefficients == FITTED:
+        raise fitted_elsewhere("coefficients", "iPNDM weights fitted to the run",
+                               f"sampler=ipndm sampler.coefficients={FITTED}")
     if isinstance(coefficients, (str, os.PathLike)):
         coefficients = load_coefficients(coefficients)
     rows = [[float(c) for c in row] for row in coefficients]
@@ -181,15 +183,12 @@ def check_coefficients(coefficients: Coefficients, steps: int, order: int) -> li
 
 def load_coefficients(path: str | os.PathLike) -> list[list[float]]:
     """The ``coefficients`` of a schedule file (``evaluation.schedule.fit_schedule`` with coefficients=fitted)."""
-    from diffusion.utils import read_json
+    from diffusion.samplers.gits import read_schedule
 
-    data = read_json(path, f"no schedule file at {path}: write one with `evaluate.py ckpt=<run> task=schedule "
-                           "sampler=ipndm sampler.coefficients=fitted steps=<NFE>`", "a schedule file")
-    rows = data.get("coefficients") if isinstance(data, dict) else None
+    rows = read_schedule(path, "coefficients", f"sampler=ipndm sampler.coefficients={FITTED}")
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
-        raise ConfigError(f"{path} has no coefficients (lists of weights): fit them with `evaluate.py ckpt=<run> "
-                          "task=schedule sampler=ipndm sampler.coefficients=fitted steps=<NFE>`")
+        raise ConfigError(f"{path} has no lists of weights under 'coefficients'")
     return rows
 
 
-__all__ = ["fit_coefficients", "check_coefficients", "load_coefficients", "Coefficients", "RIDGES"]
+__all__ = ["fit_coefficients", "check_coefficients", "load_coefficients", "held_out_error", "Coefficients", "RIDGES"]

@@ -105,13 +105,17 @@ def solver_grid(process: Process, steps: int, spacing: str, timesteps: Timesteps
         raise ConfigError(f"{name} with steps={steps} walks {int(steps) + 1} times: {err}") from None
 
 
+def fitted_elsewhere(option: str, what: str, fit: str) -> ConfigError:
+    """The error for ``<option>=fitted`` anywhere but sample.py, which alone fits it (into the run's schedules)."""
+    return ConfigError(f"{option}={FITTED} ({what}) is resolved by sample.py's task=sample alone; here pass a "
+                       f"schedule file from `evaluate.py ckpt=<run> task=schedule {fit} steps=<NFE>`, or {option}=null")
+
+
 def check_timesteps(process: Process, timesteps: Timesteps) -> list[float]:
     """Explicit times as floats: finite, strictly decreasing, within [min(t_eps, t_min), t_max] of ``process``.
     A str or path is a schedule file (``gits.load_timesteps``); ``"fitted"`` is resolved by sample.py alone."""
     if isinstance(timesteps, str) and timesteps == FITTED:
-        raise ConfigError("timesteps=fitted (a grid fitted to the run) is resolved by sample.py's task=sample alone; "
-                          "here pass a schedule file from `evaluate.py ckpt=<run> task=schedule sampler=<name> "
-                          "steps=<NFE>`, or timesteps=null")
+        raise fitted_elsewhere("timesteps", "a grid fitted to the run", "sampler=<name>")
     if isinstance(timesteps, (str, os.PathLike)):
         from diffusion.samplers.gits import load_timesteps  # a file written by optimize_timesteps
 

@@ -108,11 +108,11 @@ def optimize_timesteps(process: Process, model: Callable[..., Tensor], shape: tu
         path = _shortest_path(cost, steps - 1, terminal=terminal)
     options = dict(options or {})
     if refine and options.get("coefficients") == FITTED:  # ipndm with its weights refitted for every trial grid
-        from diffusion.samplers.coefficients import RIDGES, _held_out_error
+        from diffusion.samplers.coefficients import RIDGES, held_out_error
 
         order = int(options.get("order", 4))
         path = _refine(path, refine, lambda p: min(
-            _held_out_error(process, model, [times[k] for k in p], [xs[k] for k in p], order, rho, n)
+            held_out_error(process, model, [times[k] for k in p], [xs[k] for k in p], order, rho, n)
             for rho in RIDGES))
     elif refine:
         path = _refine(path, refine, lambda p: float((sample(process, model, None, sampler, x_T=states[0][1],
@@ -172,14 +172,24 @@ def save_timesteps(path: str | os.PathLike, timesteps: list[float], **meta) -> P
     return write_json(path, {"version": SCHEDULE_VERSION, "timesteps": [float(t) for t in timesteps], **meta}, indent=2)
 
 
+def read_schedule(path: str | os.PathLike, key: str, fit: str = "sampler=<name>") -> object:
+    """Entry ``key`` of a schedule file (a bare JSON list counts as its ``timesteps``); a missing file says how to
+    write one: `evaluate.py ckpt=<run> task=schedule <fit> steps=<NFE>`."""
+    command = f"`evaluate.py ckpt=<run> task=schedule {fit} steps=<NFE>`"
+    data = read_json(path, f"no schedule file at {path}: write one with {command}", "a schedule file")
+    if isinstance(data, list) and key == "timesteps":
+        return data
+    if not isinstance(data, dict) or key not in data:
+        raise ConfigError(f"{path} has no '{key}': write the schedule file with {command}")
+    return data[key]
+
+
 def load_timesteps(path: str | os.PathLike) -> list[float]:
     """The ``timesteps`` of a schedule file written by ``save_timesteps`` (or a bare JSON list of times)."""
-    data = read_json(path, f"no schedule file at {path}: write one with `evaluate.py ckpt=<run> task=schedule "
-                           "sampler=<name> steps=<NFE>`", "a schedule file")
-    times = data.get("timesteps") if isinstance(data, dict) else data
+    times = read_schedule(path, "timesteps")
     if not isinstance(times, list) or not all(isinstance(t, (int, float)) for t in times):
         raise ConfigError(f"{path} has no list of numbers under 'timesteps'")
     return [float(t) for t in times]
 
 
-__all__ = ["optimize_timesteps", "save_timesteps", "load_timesteps", "check_timesteps", "SOLVER_LAYOUT"]
+__all__ = ["optimize_timesteps", "save_timesteps", "load_timesteps", "read_schedule", "check_timesteps", "SOLVER_LAYOUT"]
