@@ -63,21 +63,22 @@ def _quality(cfg: DictConfig, shape, data_cfg: DictConfig | None, device):
     from diffusion.evaluation.quality import build_quality, dataset_images
     from diffusion.runs import build_data
 
-    reference = heldout = None
-    if data_cfg is not None:
-        def reference():
-            return dataset_images(build_data(data_cfg, "train"))
+    def reference():
+        return dataset_images(build_data(data_cfg, "train"))
 
-        def heldout():  # real images FID's floor is measured on: the test split, where the data set has one
-            try:
-                return dataset_images(build_data(data_cfg, "test"))
-            except Exception:  # noqa: BLE001 - no test split (a folder of images): no floor
-                return None
-    return build_quality(tuple(shape), reference, data_target=None if data_cfg is None else data_cfg.get("_target_"),
+    def heldout():  # real images FID's floor is measured on: the test split, where the data set has one
+        try:
+            return dataset_images(build_data(data_cfg, "test"))
+        except Exception:  # noqa: BLE001 - no test split (a folder of images): no floor
+            return None
+
+    has_data = data_cfg is not None  # a run without its data config: no reference images, no floor
+    return build_quality(tuple(shape), reference if has_data else None,
+                         data_target=data_cfg.get("_target_") if has_data else None,
                          fid=_switch("fid.inception", cfg.fid.inception),
                          digit_fd=_switch("fid.digit_fd", cfg.fid.digit_fd),
                          inception_weights=cfg.fid.inception_weights, inception_url=cfg.fid.inception_url,
-                         device=device, log=lambda m: print(m, file=sys.stderr), heldout=heldout)
+                         device=device, log=lambda m: print(m, file=sys.stderr), heldout=heldout if has_data else None)
 
 
 def likelihood(cfg: DictConfig) -> dict:
