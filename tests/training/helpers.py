@@ -47,6 +47,8 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_train(*args: str, cwd: Path | str = REPO, timeout: float = 120, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_train(*args: str, cwd: Path | str = REPO, timeout: float = 120, launcher: list[str] | None = None,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = (launcher or [sys.executable]) + [str(REPO / "train.py"), *args]
-    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env={**subprocess_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
