@@ -32,3 +32,31 @@ def test_torchrun_two_processes_on_gloo(tmp_path):
     assert not torch.equal(state["rng"][0]["generator"], state["rng"][1]["generator"])
     assert state["model"].keys() == state["ema"].keys()
     assert not any(k.startswith("module.") for k in state["model"])             # the bare network, not DDP's wrapper
+
+
+def test_cleanup_frees_a_ddp_wrapper_held_in_a_cycle_before_leaving_the_group(tmp_path):
+    """A finished Trainer holds its DDP wrapper in reference cycles; ``cleanup`` must free it (and the gloo group its
+    reducer keeps) before destroying the group, not leave it to the interpreter's teardown."""
+    import gc
+    import weakref
+
+    import torch.distributed as dist
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
+
+    from diffusion.training.distributed import cleanup
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    gc.disable()  # only cleanup may collect the cycle
+    try:
+        holder = type("Holder", (), {})()
+        holder.ddp, holder.me = DistributedDataParallel(nn.Linear(2, 2)), holder
+        wrapper = weakref.ref(holder.ddp)
+        del holder
+        assert wrapper() is not None
+        cleanup()
+        assert wrapper() is None and not dist.is_initialized()
+    finally:
+        gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
