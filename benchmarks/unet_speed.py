@@ -13,7 +13,8 @@ processes hits both equally:
   subprocess (CPU, Linux: peak RSS (VmHWM, reset through /proc/self/clear_refs) over the RSS before the model
   is built; GPU: torch.cuda.max_memory_allocated).
 
-Modes: fp32 and bf16 autocast everywhere; on a GPU also channels_last and torch.compile (``--modes``).
+Modes: fp32 and bf16 autocast everywhere; on a GPU also channels_last and torch.compile (``--modes``); on any
+device ``+compile`` (the whole network) and ``+blocks`` (each residual block compiled on its own, the rest eager).
 The ratio column is ours / theirs: below 1 means our step is faster (or our memory smaller).
 """
 from __future__ import annotations
@@ -79,6 +80,19 @@ def build_theirs(cfg) -> torch.nn.Module:
     )
 
 
+def _compile_blocks(net: torch.nn.Module, which: str) -> None:
+    """``torch.compile`` every residual block of ``net`` in place (GroupNorm, SiLU, the embedding's scale-shift and
+    the convolutions between them as one graph per block shape), leaving the rest eager."""
+    if which == "ours":
+        from diffusion.nn.unet import ResBlock as block
+    else:
+        from diffusers.models.resnet import ResnetBlock2D as block
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)  # a graph per shape
+    for module in net.modules():
+        if isinstance(module, block):
+            module.compile(dynamic=False)
+
+
 class Bench:
     """One model with its optimizer, ready to time a training step or a forward pass."""
 
@@ -91,6 +105,8 @@ class Bench:
         fmt = torch.channels_last if "cl" in mode else torch.contiguous_format
         self.net = self.net.to(memory_format=fmt)
         self.call = torch.compile(self.net) if "compile" in mode else self.net
+        if "blocks" in mode:  # regional compilation: each residual block on its own, the rest eager
+            _compile_blocks(self.net, which)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-4)
         self.proc = DDPM()
         g = torch.Generator().manual_seed(seed)
@@ -174,7 +190,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--modes", nargs="+", default=None,
-                        help="fp32 bf16 (CPU default); on a GPU also bf16+cl bf16+cl+compile")
+                        help="fp32 bf16 (CPU default); on a GPU also bf16+cl bf16+cl+compile. Tokens joined by '+': "
+                             "cl (channels_last), compile (the whole net), blocks (each residual block compiled)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -213,6 +230,10 @@ def main() -> None:
             ours, theirs = Bench("ours", cfg, batch, device, mode), Bench("theirs", cfg, batch, device, mode)
             n_ours = sum(p.numel() for p in ours.net.parameters())
             n_theirs = sum(p.numel() for p in theirs.net.parameters())
+            first = {"ours": ours.train_step(), "theirs": theirs.train_step()}  # with compilation, if any
+            if "compile" in mode or "blocks" in mode:
+                print(f"# {name} {mode}: first training step (compiles) ours {first['ours']:.1f} s, "
+                      f"theirs {first['theirs']:.1f} s", flush=True)
             for _ in range(args.warmup):
                 ours.train_step(), theirs.train_step(), ours.forward_step(), theirs.forward_step()
             train, fwd = {"ours": [], "theirs": []}, {"ours": [], "theirs": []}
