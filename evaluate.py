@@ -59,6 +59,17 @@ def _load(cfg: DictConfig):
     return load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config), device
 
 
+def _count(n, default, what: str) -> int:
+    """The top-level ``n=`` (``default`` when unset): a positive count, else a one-line error (a negative n would
+    slice [:n] and silently drop images)."""
+    from diffusion.errors import EvaluationError
+
+    given = default if n is None else n
+    if int(given) < 1:
+        raise EvaluationError(f"n={given} must be a positive number of {what}")
+    return int(given)
+
+
 def _quality(cfg: DictConfig, shape, data_cfg: DictConfig | None, device):
     from diffusion.evaluation.quality import build_quality, dataset_images
     from diffusion.runs import build_data
@@ -91,7 +102,7 @@ def likelihood(cfg: DictConfig) -> dict:
 
     trained, device = _load(cfg)
     model, process, path = trained.model, trained.process, trained.path
-    n = LIKELIHOOD_N if cfg.n is None else int(cfg.n)
+    n = _count(cfg.n, LIKELIHOOD_N, "test images")
     images = dataset_images(trained.data("test"))[:n]
     if len(images) < n:
         print(f"note: the test split has only {len(images)} images (n={n})", file=sys.stderr)
@@ -142,7 +153,7 @@ def sweep(cfg: DictConfig) -> dict:
     from diffusion.samplers.common import FITTED
 
     trained, device = _load(cfg)
-    n = SWEEP_N if cfg.n is None else int(cfg.n)
+    n = _count(cfg.n, SWEEP_N, "samples per row")
     names = list(cfg.sweep.samplers)
     steps = [int(s) for s in cfg.sweep.steps]
     if not names or not steps:
@@ -190,7 +201,8 @@ def _fitted_grid(cfg: DictConfig, trained, shape, device):
         path = fitted_schedule(
             trained.process, trained.model, shape, spec.name, steps, spec.options,
             _out_dir(cfg, trained.path) / "schedules", refine=cfg.schedule.refine,
-            fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), seed=int(cfg.seed), device=device,
+            fine_steps=int(cfg.schedule.fine_steps), n=_count(cfg.schedule.n, 256, "fitting draws (schedule.n=)"),
+            seed=int(cfg.seed), device=device,
             meta=trained.weights,
             log=lambda m: print(m, file=sys.stderr))
         weights = {"coefficients": load_coefficients(path)} if spec.options.get("coefficients") == FITTED else {}
@@ -246,7 +258,7 @@ def schedule(cfg: DictConfig) -> dict:
     shape, _ = trained.shape()
     out, times = fit_schedule(trained.process, trained.model, shape, spec.name, steps,
                               _out_dir(cfg, trained.path) / "schedules",
-                              n=int(cfg.schedule.n) if cfg.n is None else int(cfg.n),
+                              n=_count(cfg.n, cfg.schedule.n, "fitting draws (n= or schedule.n=)"),
                               seed=int(cfg.seed),
                               device=device, fine_steps=int(cfg.schedule.fine_steps),
                               refine=cfg.schedule.refine,

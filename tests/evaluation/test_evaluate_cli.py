@@ -128,6 +128,9 @@ def test_fid_of_an_npz_and_of_a_folder(cli, ddpm_run, tmp_path):
     (["ckpt=VP", "task=sweep", "sweep.samplers=[ddpm]"], "sampler 'ddpm' cannot run on VPSDE"),
     (["ckpt=VP", "task=sweep", "sweep.options={pc:{snr:0.1}}"], "sweep.options names pc"),
     (["ckpt=PICKLE"], "would run code"),
+    (["ckpt=VP", "n=-1"], "n=-1 must be a positive number of test images"),   # [:n] would drop one image
+    (["ckpt=VP", "task=sweep", "n=0"], "n=0 must be a positive number of samples per row"),
+    (["ckpt=VP", "task=schedule", "schedule.n=-4"], "n=-4 must be a positive number of fitting draws"),
 ])
 def test_bad_requests_are_one_line_errors(cli, vp_run, bad_checkpoints, args, message):
     args = [a.replace("VP", str(vp_run)).replace("PICKLE", str(bad_checkpoints["pickle"])) for a in args]
