@@ -50,6 +50,36 @@ def one_line(error: BaseException) -> str:
     return "; ".join(lines)
 
 
+def _elsewhere(message: str) -> str:
+    """For an unknown top-level key that a section of the config has (``sample.py steps=5``, ``train.py lr=1e-3``):
+    where it lives, from the schemas' sections and the config groups' files."""
+    import re
+    import typing
+    from dataclasses import fields, is_dataclass
+    from pathlib import Path
+
+    from diffusion.config import TrainConfig
+    from diffusion.evaluation.config import EvaluateConfig, SampleConfig
+
+    found = re.match(r"Could not override '(\w+)'; Key '\1' not in '(\w+)'", message)
+    if found is None:
+        return ""
+    key, schema = found.groups()
+    top = {c.__name__: c for c in (TrainConfig, SampleConfig, EvaluateConfig)}.get(schema)
+    sections = set()
+    if top is not None:
+        for name, kind in typing.get_type_hints(top).items():
+            if is_dataclass(kind) and key in {f.name for f in fields(kind)}:
+                sections.add(name)
+    # the config groups beside the script (or the package: a source checkout), for keys no schema names
+    for configs in (Path(sys.argv[0]).resolve().parent / "configs", Path(__file__).resolve().parents[1] / "configs"):
+        if configs.is_dir():
+            sections |= {f.parent.name for f in configs.glob("*/*.yaml")
+                         if re.search(rf"^{key}:", f.read_text(encoding="utf-8"), re.MULTILINE)}
+            break
+    return f" (did you mean {' or '.join(f'{s}.{key}' for s in sorted(sections))}?)" if sections else ""
+
+
 _failures: list[BaseException] = []
 _full_error = [False]
 
@@ -83,7 +113,8 @@ def run_main(prog: str, hydra_main: Callable[[], Any], interrupted: str = "inter
     except user_errors() as error:
         if _full_error[0]:
             raise
-        print(f"{prog}: error: {one_line(error)}", file=sys.stderr, flush=True)
+        message = one_line(error)
+        print(f"{prog}: error: {message}{_elsewhere(message)}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)

@@ -59,6 +59,7 @@ def test_run_folder_and_printed_commands(tmp_path):
 @pytest.mark.parametrize("override, says", [
     ("trainer.lr=abc", "trainer.lr=abc"),
     ("trainer.nope=1", "'nope' not in 'TrainerConfig'"),
+    ("lr=1e-3", "Key 'lr' not in 'TrainConfig' (did you mean trainer.lr?)"),   # a schema section's key
     ("process=foo", "available: ddpm, edm, rectified_flow, subvpsde, vesde, vpsde"),
     ("sampler=fewstep", "timesteps=fitted (a grid fitted to the run) is resolved by sample.py's task=sample alone"),
     ("sampler=ipndm sampler.coefficients=fitted", "coefficients=fitted (iPNDM weights fitted to the run) is resolved"),

@@ -125,6 +125,7 @@ def test_fid_of_an_npz_and_of_a_folder(cli, ddpm_run, tmp_path):
     (["task=fid"], "task=fid needs samples="),
     (["task=nope"], "Invalid value 'nope'"),
     (["likelihood.rtl=1e-3"], "Key 'rtl' not in 'LikelihoodConfig'"),
+    (["rtol=1e-3"], "(did you mean likelihood.rtol?)"),
     (["ckpt=VP", "task=sweep", "sweep.samplers=[ddpm]"], "sampler 'ddpm' cannot run on VPSDE"),
     (["ckpt=VP", "task=sweep", "sweep.options={pc:{snr:0.1}}"], "sweep.options names pc"),
     (["ckpt=PICKLE"], "would run code"),

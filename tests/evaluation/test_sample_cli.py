@@ -101,6 +101,7 @@ def test_bad_checkpoints_are_one_line_errors(cli, bad_checkpoints, tmp_path, cas
     (["sampler.foo=1"], "Key 'foo' not in 'ddim_sampler'"),
     (["+sampler.foo=1"], "unknown option(s) foo for sampler 'ddim'"),
     (["nn=3"], "Key 'nn' not in 'SampleConfig'"),
+    (["steps=5"], "Key 'steps' not in 'SampleConfig' (did you mean sampler.steps?)"),   # a config group's key
     (["n=abc"], "could not be converted to Integer"),
     (["guidance_scale=2.0"], "needs a class-conditional model"),
     (["class_labels=[1]"], "model is unconditional"),
