@@ -64,7 +64,8 @@ class PointwiseConv(nn.Conv2d):
             return super().forward(x)
         n, c, h, w = x.shape
         weight = self.weight.view(self.out_channels, c).expand(n, -1, -1)
-        return torch.baddbmm(self.bias.view(1, -1, 1), weight, x.view(n, c, h * w)).view(n, -1, h, w)
+        out = torch.baddbmm(self.bias.view(1, -1, 1), weight, x.view(n, c, h * w))
+        return out.view(n, self.out_channels, h, w)  # named: an empty batch leaves -1 undetermined
 
 
 class ResBlock(nn.Module):

@@ -285,3 +285,4 @@ def test_pointwise_conv_is_a_1x1_convolution(channels_last):
     got = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad)
     assert all(torch.allclose(a, b, rtol=0, atol=1e-11) for a, b in zip(got, wanted))
     assert isinstance(conv, torch.nn.Conv2d) and list(conv.state_dict()) == ["weight", "bias"]
+    assert conv(torch.zeros(0, 6, 5, 3, dtype=torch.float64)).shape == (0, 4, 5, 3)   # an empty batch, as Conv2d
