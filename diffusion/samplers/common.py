@@ -105,10 +105,15 @@ def solver_grid(process: Process, steps: int, spacing: str, timesteps: Timesteps
         raise ConfigError(f"{name} with steps={steps} walks {int(steps) + 1} times: {err}") from None
 
 
+def schedule_command(fit: str) -> str:
+    """The command that writes a schedule file, for messages; ``fit``: what it fits (e.g. ``sampler=<name>``)."""
+    return f"`evaluate.py ckpt=<run> task=schedule {fit} steps=<NFE>`"
+
+
 def fitted_elsewhere(option: str, what: str, fit: str) -> ConfigError:
     """The error for ``<option>=fitted`` anywhere but sample.py, which alone fits it (into the run's schedules)."""
     return ConfigError(f"{option}={FITTED} ({what}) is resolved by sample.py's task=sample alone; here pass a "
-                       f"schedule file from `evaluate.py ckpt=<run> task=schedule {fit} steps=<NFE>`, or {option}=null")
+                       f"schedule file from {schedule_command(fit)}, or {option}=null")
 
 
 def check_timesteps(process: Process, timesteps: Timesteps) -> list[float]:

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
-from diffusion.samplers.common import FITTED, alpha_sigma, check_timesteps, model_time
+from diffusion.samplers.common import FITTED, alpha_sigma, check_timesteps, model_time, schedule_command
 from diffusion.utils import read_json, write_json
 
 #: samplers that evaluate the model at all but the last of their times and stop there (``solver_grid``)
@@ -175,7 +175,7 @@ def save_timesteps(path: str | os.PathLike, timesteps: list[float], **meta) -> P
 def read_schedule(path: str | os.PathLike, key: str, fit: str = "sampler=<name>") -> object:
     """Entry ``key`` of a schedule file (a bare JSON list counts as its ``timesteps``); a missing file says how to
     write one: `evaluate.py ckpt=<run> task=schedule <fit> steps=<NFE>`."""
-    command = f"`evaluate.py ckpt=<run> task=schedule {fit} steps=<NFE>`"
+    command = schedule_command(fit)
     data = read_json(path, f"no schedule file at {path}: write one with {command}", "a schedule file")
     if isinstance(data, list) and key == "timesteps":
         return data
