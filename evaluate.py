@@ -201,7 +201,7 @@ def _fitted_grid(cfg: DictConfig, trained, shape, device):
         path = fitted_schedule(
             trained.process, trained.model, shape, spec.name, steps, spec.options,
             _out_dir(cfg, trained.path) / "schedules", refine=cfg.schedule.refine,
-            fine_steps=int(cfg.schedule.fine_steps), n=_count(cfg.schedule.n, 256, "fitting draws (schedule.n=)"),
+            fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n),
             seed=int(cfg.seed), device=device,
             meta=trained.weights,
             log=lambda m: print(m, file=sys.stderr))
@@ -258,7 +258,7 @@ def schedule(cfg: DictConfig) -> dict:
     shape, _ = trained.shape()
     out, times = fit_schedule(trained.process, trained.model, shape, spec.name, steps,
                               _out_dir(cfg, trained.path) / "schedules",
-                              n=_count(cfg.n, cfg.schedule.n, "fitting draws (n= or schedule.n=)"),
+                              n=int(cfg.schedule.n) if cfg.n is None else int(cfg.n),
                               seed=int(cfg.seed),
                               device=device, fine_steps=int(cfg.schedule.fine_steps),
                               refine=cfg.schedule.refine,

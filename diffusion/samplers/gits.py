@@ -72,6 +72,8 @@ def optimize_timesteps(process: Process, model: Callable[..., Tensor], shape: tu
         raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if int(steps) != steps or steps < 1 or steps >= fine_steps:
         raise ConfigError(f"steps must be an integer in [1, fine_steps={fine_steps}), got {steps!r}")
+    if int(n) != n or n < 1:
+        raise ConfigError(f"n={n} must be a positive number of fitting draws (schedule.n= on the command line)")
     steps = int(steps)
     states: list[tuple[float, Tensor, Tensor]] = []
 

@@ -48,6 +48,9 @@ def test_bad_requests():
         optimize_timesteps(process, lambda x, t: x, (1, 2), 5, sampler="lms")
     with pytest.raises(ValueError, match="steps must be an integer"):
         optimize_timesteps(process, lambda x, t: x, (1, 2), 200, fine_steps=100)
+    for n in (0, -4):  # every fit goes through here (sample.py's schedule.n too): one line, not a tensor error
+        with pytest.raises(ValueError, match=f"n={n} must be a positive number of fitting draws"):
+            optimize_timesteps(process, lambda x, t: x, (1, 2), 5, n=n)
 
 
 @pytest.mark.slow
