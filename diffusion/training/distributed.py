@@ -103,8 +103,8 @@ def cleanup() -> None:
     interpreter's teardown, the group's threads are destroyed with the modules around them, the likely cause of a
     rank's SIGABRT after a finished run ("terminate called without an active exception", 2 of ~60 runs; the same
     teardown abort as pytorch/pytorch#65231). Collected here, they go while everything is intact."""
-    import gc
-
-    gc.collect()
     if dist.is_available() and dist.is_initialized():
+        import gc
+
+        gc.collect()
         dist.destroy_process_group()
