@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -117,10 +118,12 @@ def fitted_schedule(process: Process, model: Callable[..., Tensor], shape: tuple
     # fit_schedule writes the standard name: into a folder of this call's own, then moved to ``path``
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fitting-", dir=out_dir))
-    written, _ = fit_schedule(process, model, shape, sampler, steps, staging, n=n, seed=seed, device=device,
-                              fine_steps=fine_steps, refine=refine, options=options, meta=meta)
-    written.replace(path)
-    staging.rmdir()
+    try:
+        written, _ = fit_schedule(process, model, shape, sampler, steps, staging, n=n, seed=seed, device=device,
+                                  fine_steps=fine_steps, refine=refine, options=options, meta=meta)
+        written.replace(path)
+    finally:  # a failed or interrupted fit leaves no staging folder behind
+        shutil.rmtree(staging, ignore_errors=True)
     if log is not None:
         saved = read_json(path, f"no schedule file at {path}", "a schedule file")
         log(f"fitted in {saved['fit_seconds']:.0f} s ({saved['fit_nfe']} model calls on {saved['n']} draws); later calls reuse it")

@@ -153,3 +153,15 @@ def test_refining_the_grid_refits_the_weights():
 
     plain, refined = error(0), error(2)
     assert refined < 0.5 * plain, (plain, refined)
+
+
+def test_a_failed_fit_leaves_no_staging_folder(tmp_path):
+    """fitted_schedule fits into a hidden staging folder beside the schedule file; a fit that fails (here n=0)
+    removes it, so the run's eval/schedules holds no '.fitting-*' leftovers."""
+    from diffusion.evaluation.schedule import fitted_schedule
+
+    process = processes.DDPM("linear", 1000)
+    model = GaussianMixture.random(2, k=2, seed=0).eps_model(process)
+    with pytest.raises(ConfigError, match="n=0 must be a positive number of fitting draws"):
+        fitted_schedule(process, model, (2,), "ipndm", 4, None, tmp_path / "schedules", n=0)
+    assert list((tmp_path / "schedules").iterdir()) == []
