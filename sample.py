@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> dict:
     from diffusion.device import pick_device
     from diffusion.evaluation.schedule import fitted_schedule
     from diffusion.likelihood.analytic import sampler_gamma
-    from diffusion.runs import BatchStore, class_labels_for, generate, load_run, save_grid
+    from diffusion.runs import BatchStore, check_request, generate, load_run, save_grid
     from diffusion.samplers import sampler_from_config
     from diffusion.errors import ConfigError
     from diffusion.samplers.common import FITTED
@@ -41,8 +41,10 @@ def run(cfg: DictConfig) -> dict:
     spec = sampler_from_config(cfg.sampler)
     device = pick_device(cfg.device)
     trained = load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config)
-    spec.check(trained.process)
+    labels = OmegaConf.to_container(cfg.class_labels) if OmegaConf.is_config(cfg.class_labels) else cfg.class_labels
+    check_request(int(cfg.n), int(cfg.batch_size), trained.num_classes, labels, cfg.guidance_scale)  # before any output
     spec = spec.replace(**sampler_gamma(spec.options, trained.run_dir, cfg.ema))  # variance=analytic: the run's Gamma
+    spec.check(trained.process)
     shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -58,8 +60,6 @@ def run(cfg: DictConfig) -> dict:
             meta=trained.weights))
         weights = {"coefficients": schedule} if spec.options.get("coefficients") == FITTED else {}
         spec = spec.replace(timesteps=schedule, **weights)
-    labels = OmegaConf.to_container(cfg.class_labels) if OmegaConf.is_config(cfg.class_labels) else cfg.class_labels
-    class_labels_for(1, trained.num_classes, labels)  # bad labels fail here, before anything is written
     batch_size = min(int(cfg.batch_size), int(cfg.n))
     raw = "" if cfg.ema else "_raw"
     out = cfg.out or str(trained.run_dir / "samples" / f"{spec.label}_seed{cfg.seed}{raw}")

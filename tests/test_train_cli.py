@@ -63,6 +63,7 @@ def test_run_folder_and_printed_commands(tmp_path):
     ("process=foo", "available: ddpm, edm, rectified_flow, subvpsde, vesde, vpsde"),
     ("sampler=fewstep", "timesteps=fitted (a grid fitted to the run) is resolved by sample.py's task=sample alone"),
     ("sampler=ipndm sampler.coefficients=fitted", "coefficients=fitted (iPNDM weights fitted to the run) is resolved"),
+    ("sampler=unipc sampler.order=7", "order must be 1, 2 or 3, got 7"),  # the grids' sampler, before step 1
 ])
 def test_config_errors_are_one_line(tmp_path, override, says):
     proc = run_train(*TINY, *override.split(), cwd=tmp_path)

@@ -70,6 +70,17 @@ class GenerationStats:
                 "batches_run": self.batches_run, "batches_skipped": self.batches_skipped, "images_run": self.images_run}
 
 
+def check_request(n: int, batch_size: int, num_classes: int | None,
+                  class_labels: int | Sequence[int] | None = None, guidance_scale: float | None = None) -> None:
+    """``EvaluationError`` (one line) for a request ``generate`` would refuse: callers that print or write
+    anything first (sample.py) check here before they do."""
+    if n < 1 or batch_size < 1:
+        raise EvaluationError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
+    class_labels_for(1, num_classes, class_labels)
+    if guidance_scale is not None and num_classes is None:
+        raise EvaluationError("guidance_scale needs a class-conditional model: this checkpoint's model is unconditional")
+
+
 def generate(process: Process, model: Callable[..., Tensor], n: int, shape: Sequence[int], *,
              sampler: SamplerSpec | str, steps: int | None = None, seed: int = 0, batch_size: int = 64,
              options: dict[str, Any] | None = None,
@@ -87,13 +98,10 @@ def generate(process: Process, model: Callable[..., Tensor], n: int, shape: Sequ
 
     spec = sampler if isinstance(sampler, SamplerSpec) else SamplerSpec(sampler, steps or 50, **(options or {}))
 
-    if n < 1 or batch_size < 1:
-        raise EvaluationError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
+    check_request(n, batch_size, num_classes, class_labels, guidance_scale)
     batch_size = min(batch_size, n)
     num_batches = -(-n // batch_size)
     labels_all = class_labels_for(num_batches * batch_size, num_classes, class_labels)
-    if guidance_scale is not None and labels_all is None:
-        raise EvaluationError("guidance_scale needs a class-conditional model: this checkpoint's model is unconditional")
     stats = GenerationStats()
     kept_images, kept_labels = [], []
     bar = None

@@ -126,7 +126,8 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
         al.'s sampler does; see ``parameterization.clip_denoised``. None (default): the model as it is.
     options: the sampler's own (e.g. ddim: eta, spacing; see ``sampler_options``). Runs under no_grad.
     """
-    SamplerSpec(sampler, steps, **options).check(process)  # name, steps, options and process, checked once
+    SamplerSpec(sampler, steps, **options)  # name, steps and option names; the sampler checks its options' values
+    check_sampler(sampler, process)
     fn = lookup(sampler)
     if x_T is None:
         if shape is None:

@@ -1,7 +1,8 @@
 """``SamplerSpec``: one configured sampler (name, steps, options), validated once and used everywhere.
 
 ``configs/sampler/<name>.yaml`` builds one (``_target_: diffusion.samplers.SamplerSpec``); ``sample.py``, the sweep
-and the training grids call it. A wrong option or step count fails when the spec is made, before any model runs:
+and the training grids call it. A wrong option name or step count fails when the spec is made, a wrong option value
+(or a sampler the process cannot run) at ``check``; both before any model runs:
 
     spec = SamplerSpec("ddim", steps=50, eta=1.0)
     spec.check(process)                           # ConfigError if the process cannot run it
@@ -13,11 +14,17 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import Tensor
 
 from diffusion.buildable import buildable
 from diffusion.errors import ConfigError
+from diffusion.samplers.common import FITTED
 from diffusion.samplers.registry import check_sampler, lookup, sampler_options
+
+
+class _ReachedModel(Exception):
+    """Raised by ``SamplerSpec.check``'s stand-in model: the sampler's own checks have all passed."""
 
 
 @buildable
@@ -34,8 +41,23 @@ class SamplerSpec:
         self.name, self.steps, self.options = str(name), int(steps), dict(options)
 
     def check(self, process) -> "SamplerSpec":
-        """Raise ``ConfigError`` unless this sampler runs on ``process``; returns self."""
+        """Raise ``ConfigError`` unless this sampler runs on ``process`` with these options; returns self.
+
+        Beyond the process's capabilities, the sampler itself is run up to its first model call on a 1 x 1 input,
+        so every check it makes of its options and grid (``order=7``, a schedule file outside the process's
+        times) fails here, before a checkpoint's sampling starts, and not after a progress bar is drawn.
+        ``fitted`` options are left to the caller that fits them (sample.py)."""
         check_sampler(self.name, process)
+        options = {k: v for k, v in self.options.items() if not (isinstance(v, str) and v == FITTED)}
+
+        def first_call(x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
+            raise _ReachedModel
+
+        try:  # its own generator: a sampler that draws noise before its first call leaves the global RNG alone
+            lookup(self.name)(process, first_call, torch.zeros(1, 1), self.steps, torch.Generator().manual_seed(0),
+                              False, **options)
+        except _ReachedModel:
+            pass
         return self
 
     def replace(self, **changes: Any) -> "SamplerSpec":

@@ -105,11 +105,15 @@ def test_bad_checkpoints_are_one_line_errors(cli, bad_checkpoints, tmp_path, cas
     (["n=abc"], "could not be converted to Integer"),
     (["guidance_scale=2.0"], "needs a class-conditional model"),
     (["class_labels=[1]"], "model is unconditional"),
+    (["sampler=unipc", "sampler.order=7"], "order must be 1, 2 or 3, got 7"),  # a value the sampler checks itself
+    (["sampler=ipndm", "+sampler.timesteps=[2.0,0.5,0.1]"], "timesteps must lie in"),
+    (["n=0"], "n=0"),
 ])
 def test_bad_requests_are_one_line_errors(cli, vp_run, tmp_path, args, message):
-    code, _, stderr = cli("sample", f"ckpt={vp_run}", "n=2", "sampler.steps=2", f"out={tmp_path / 'out'}", *args)
+    code, stdout, stderr = cli("sample", f"ckpt={vp_run}", "n=2", "sampler.steps=2", f"out={tmp_path / 'out'}", *args)
     assert code == 2
     assert message in _one_error_line(stderr)
+    assert stdout == "" and not (tmp_path / "out").exists()  # refused before the header, the bar or a folder
 
 
 def test_command_line_pickle_refused_and_nothing_in_cwd(cli, bad_checkpoints, ddpm_run, tmp_path):

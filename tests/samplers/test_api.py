@@ -1,6 +1,7 @@
 """``sample``: the registry, option checking, errors, classifier-free guidance, NFE counting and the configs."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,47 @@ def test_spec_label_names_the_walk_that_runs():
     assert SamplerSpec("ddim", steps=50).label == "ddim_50"
     assert SamplerSpec("unipc", steps=20, timesteps="runs/x/eval/schedules/unipc_6.json").label == "unipc_unipc_6"
     assert SamplerSpec("ipndm", timesteps=[0.999, 0.5, 0.1, 0.002]).label == "ipndm_3_grid"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+def test_spec_check_passes_every_config_on_every_process_it_runs_on(name):
+    """``check`` runs the sampler up to its first model call: every shipped config must get through on every process
+    it supports, without touching the global RNG (heun with churn draws noise before its first call)."""
+    from diffusion.samplers import sampler_from_config
+
+    spec = sampler_from_config({**_composed(name), "steps": 5})
+    for process in [processes.DDPM("linear", 100), processes.VPSDE(), processes.SubVPSDE(), processes.VESDE(),
+                    processes.EDM(), processes.RectifiedFlow()]:
+        if runs_on(spec.name, process):
+            state = torch.get_rng_state()
+            assert spec.check(process) is spec
+            assert torch.equal(torch.get_rng_state(), state), (name, process)
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("unipc", {"order": 7}, "order must be 1, 2 or 3, got 7"),
+    ("unipc", {"variant": "bh3"}, "unknown variant 'bh3'"),
+    ("ipndm", {"order": 0}, "order must be 1, 2, 3 or 4, got 0"),
+    ("ddim", {"eta": 2.0}, "eta must be in [0, 1], got 2.0"),
+    ("ode", {"method": "rk99"}, "unknown ODE method 'rk99'"),
+    ("dpmpp_2m", {"spacing": "cubic"}, "cubic"),
+    ("ipndm", {"timesteps": [2.0, 0.5, 0.1]}, "timesteps must lie in"),
+    ("heun", {"S_churn": -1.0}, "need S_churn >= 0"),
+])
+def test_spec_check_catches_bad_option_values_before_any_model_call(name, options, message):
+    from diffusion.errors import ConfigError
+    from diffusion.samplers import SamplerSpec
+
+    spec = SamplerSpec(name, steps=5, **options)  # names are checked here, values by check()
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        spec.check(processes.VPSDE())
+
+
+def test_spec_check_leaves_fitted_options_to_the_fit():
+    """``timesteps=fitted`` is resolved by sample.py after the check; check() validates the rest around it."""
+    from diffusion.errors import ConfigError
+    from diffusion.samplers import SamplerSpec
+
+    SamplerSpec("ipndm", steps=5, timesteps="fitted", coefficients="fitted").check(processes.VPSDE())
+    with pytest.raises(ConfigError, match="order must be"):
+        SamplerSpec("ipndm", steps=5, timesteps="fitted", order=9).check(processes.VPSDE())
