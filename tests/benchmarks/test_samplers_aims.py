@@ -40,3 +40,9 @@ def test_aim_verdicts():
     assert verdict[("DDPM", "10", "b")] == "**missed**"
     assert "ours unipc gits" not in " ".join(rows.values())  # the table names the configuration without "ours"
     assert any("Aims met in 4 of 9 cells" in line for line in lines), lines  # a 5, a 10, b 5 and the mean at 5
+    # own error = (excess - ODE limit) of ours over the peer's: a, 5 NFE: (0.4 - 0.1) / (1.0 - 0.1)
+    own = {key: float(row.rstrip(" |").split("|")[-2]) for key, row in rows.items()}
+    assert abs(own[("DDPM", "5", "a")] - 0.3 / 0.9) < 0.006
+    assert abs(own[("DDPM", "5", "b")] - (0.2 - 0.4) / (2.0 - 0.4)) < 0.006  # ours below the ODE limit: negative
+    assert abs(own[("DDPM", "6", "b")] - 0.5 / 0.2) < 0.006
+    assert own[("DDPM", "10", "b")] == float("inf")  # the peer's own error -0.2 <= 0 and ours -0.1 above it
