@@ -37,7 +37,7 @@ def run_task(cfg: DictConfig) -> dict:
     device = pick_device(cfg.device)
     trained = load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config)
     if spec is not None:
-        spec.check(trained.process)
+        spec.check(trained.process, allow_fitted=False)
     shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)

@@ -40,15 +40,17 @@ class SamplerSpec:
             raise ConfigError(f"sampler steps must be a positive integer, got {steps!r}")
         self.name, self.steps, self.options = str(name), int(steps), dict(options)
 
-    def check(self, process) -> "SamplerSpec":
+    def check(self, process, allow_fitted: bool = True) -> "SamplerSpec":
         """Raise ``ConfigError`` unless this sampler runs on ``process`` with these options; returns self.
 
         Beyond the process's capabilities, the sampler itself is run up to its first model call on a 1 x 1 input,
         so every check it makes of its options and grid (``order=7``, a schedule file outside the process's
         times) fails here, before a checkpoint's sampling starts, and not after a progress bar is drawn.
-        ``fitted`` options are left to the caller that fits them (sample.py)."""
+        ``fitted`` options are left to the caller that fits them (sample.py); ``allow_fitted=False`` (callers
+        that sample as configured: the training grids) makes them fail here, as they would when sampled."""
         check_sampler(self.name, process)
-        options = {k: v for k, v in self.options.items() if not (isinstance(v, str) and v == FITTED)}
+        options = {k: v for k, v in self.options.items()
+                   if not (allow_fitted and isinstance(v, str) and v == FITTED)}
 
         def first_call(x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
             raise _ReachedModel

@@ -193,14 +193,8 @@ class Trainer:
         model, self.process = build_from_config(self.cfg)  # resolves loss=auto, prediction=auto into self.cfg
         if self.cfg.get("sampler") is not None:  # the grids' sampler, grid and weights fail now, not at the first grid
             from diffusion.samplers import sampler_from_config
-            from diffusion.samplers.coefficients import check_coefficients
-            from diffusion.samplers.common import check_timesteps
 
-            spec = sampler_from_config(self.cfg.sampler).check(self.process)
-            options = spec.options
-            ts = check_timesteps(self.process, options["timesteps"]) if options.get("timesteps") is not None else None
-            if options.get("coefficients") is not None:  # ipndm's fitted weights: one row per step of this grid
-                check_coefficients(options["coefficients"], len(ts) - 1 if ts else spec.steps, options.get("order", 4))
+            sampler_from_config(self.cfg.sampler).check(self.process, allow_fitted=False)
         self.net = model.net.to(self.device)
         self.model = build_eps_model(self.net, self.process, self.cfg)
         self.loss_fn = build_loss(self.cfg, self.process)
@@ -591,7 +585,7 @@ class Trainer:
             return None
         from diffusion.samplers import sampler_from_config
 
-        spec = sampler_from_config(self.cfg.sampler).check(self.process)
+        spec = sampler_from_config(self.cfg.sampler).check(self.process, allow_fitted=False)
         n = int(self.tcfg.sample_count)
         labels = None
         if self.num_classes is not None:

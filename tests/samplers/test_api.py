@@ -235,6 +235,7 @@ def test_spec_check_passes_every_config_on_every_process_it_runs_on(name):
     ("dpmpp_2m", {"spacing": "cubic"}, "cubic"),
     ("ipndm", {"timesteps": [2.0, 0.5, 0.1]}, "timesteps must lie in"),
     ("heun", {"S_churn": -1.0}, "need S_churn >= 0"),
+    ("ipndm", {"timesteps": [0.9, 0.5, 0.1, 0.01], "coefficients": [[1.0], [1.0]]}, "has 2 rows for 3 steps"),
 ])
 def test_spec_check_catches_bad_option_values_before_any_model_call(name, options, message):
     from diffusion.errors import ConfigError
@@ -253,3 +254,8 @@ def test_spec_check_leaves_fitted_options_to_the_fit():
     SamplerSpec("ipndm", steps=5, timesteps="fitted", coefficients="fitted").check(processes.VPSDE())
     with pytest.raises(ConfigError, match="order must be"):
         SamplerSpec("ipndm", steps=5, timesteps="fitted", order=9).check(processes.VPSDE())
+    # callers that sample as configured (the training grids, inpainting) refuse it at once, with the usual line
+    with pytest.raises(ConfigError, match="timesteps=fitted .* is resolved by sample.py"):
+        SamplerSpec("ipndm", steps=5, timesteps="fitted").check(processes.VPSDE(), allow_fitted=False)
+    with pytest.raises(ConfigError, match="coefficients=fitted .* is resolved by sample.py"):
+        SamplerSpec("ipndm", steps=5, coefficients="fitted").check(processes.VPSDE(), allow_fitted=False)
