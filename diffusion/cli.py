@@ -100,7 +100,9 @@ def run_main(prog: str, hydra_main: Callable[[], Any], interrupted: str = "inter
     """Run a @hydra.main function whose task goes through ``guarded``; print a user error, from the task or from
     composing the config, as ``<prog>: error: <one line>`` on stderr and return 2 (130 on Ctrl-C)."""
     from diffusion import config
+    from diffusion.allocator import keep_freed_memory
 
+    keep_freed_memory()  # CPU tensors: reuse freed blocks instead of mapping them anew (allocator.py)
     _full_error[0] = os.environ.get("HYDRA_FULL_ERROR") == "1"
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises composition errors; we print the one line ourselves
