@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import samplers as bench  # noqa: E402  (the benchmark's mixtures, processes, peers and FD floor)
 
 from diffusion.device import describe_machine  # noqa: E402
-from diffusion.samplers import optimize_timesteps, sample  # noqa: E402
-from diffusion.samplers.coefficients import fit_coefficients  # noqa: E402
+from diffusion.samplers import sample  # noqa: E402
 
 #: (process, mixture prefix, NFE, our row, the best peer: diff-sampler solver, schedule, options) of the aims table
 CELLS = [
@@ -41,20 +40,15 @@ CELLS = [
 
 
 def fitted_rows(row: str, proc, eps, dim: int, nfe: int, fits: int) -> list[tuple[list[float], list[list[float]]]]:
-    """The grid and weights of ``row`` at ``nfe`` for fit seeds 0..fits-1, in ``samplers.fewstep_section``'s order
-    (each generator serves the table's NFEs in turn, so the NFE's fit is the one the table scored)."""
+    """The grid and weights of ``row`` at ``nfe`` for fit seeds 0..fits-1, made by ``samplers.py``'s own fits (each
+    generator serves the table's NFEs in turn, so the NFE's fit is the one the table scored)."""
     out = []
     for k in range(fits):
         if row == bench.JOINT:
-            g = torch.Generator().manual_seed(70 + 1000 * k)
-            grids = {j: optimize_timesteps(proc, eps, (1, dim), j, sampler="ipndm", n=256, generator=g, refine=4,
-                                           options={"coefficients": "fitted"}) for j in bench.FEWSTEP_NFES}
+            grids, weights = bench.joint_fit(proc, eps, dim, bench.FEWSTEP_NFES, 1000 * k, refine=4)
         else:
-            g = torch.Generator().manual_seed(50 + 1000 * k)
-            grids = {j: optimize_timesteps(proc, eps, (1, dim), j, sampler="ipndm", n=256, generator=g)
-                     for j in bench.FEWSTEP_NFES}
-            g = torch.Generator().manual_seed(60 + 1000 * k)
-        weights = {j: fit_coefficients(proc, eps, (1, dim), grids[j], generator=g, n=256) for j in bench.FEWSTEP_NFES}
+            grids, _ = bench.gits_fit(proc, eps, dim, bench.FEWSTEP_NFES, 1000 * k)
+            weights = bench.gits_weights(proc, eps, dim, grids, 1000 * k)
         out.append((grids[nfe], weights[nfe]))
     return out
 

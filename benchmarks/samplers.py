@@ -82,7 +82,8 @@ from diffusion.device import describe_machine  # noqa: E402
 from diffusion import likelihood, processes  # noqa: E402
 from diffusion.evaluation.frechet import frechet_distance_to  # noqa: E402
 from diffusion.likelihood import ode as ode_module  # noqa: E402
-from diffusion.samplers import CountingModel, sample  # noqa: E402
+from diffusion.samplers import CountingModel, optimize_timesteps, sample  # noqa: E402
+from diffusion.samplers.coefficients import fit_coefficients  # noqa: E402
 from diffusion.toy import GaussianMixture  # noqa: E402
 
 NFES = (5, 10, 20, 50, 100, 200, 500, 1000)
@@ -666,8 +667,6 @@ PEER_PREFIXES = ("diffusers", "k-diffusion", "official", "diff-sampler")
 def fewstep_section(args) -> list[str]:
     """FD / floor - 1 (the excess over n exact samples) at 5, 6, 10 NFE, mean over ``--fewstep-draws`` x_T draws,
     on every mixture and process; the peers on DDPM(linear), VP and EDM."""
-    from diffusion.samplers import optimize_timesteps
-    from diffusion.samplers.coefficients import fit_coefficients
     procs = {name: make() for name, make in FEWSTEP_PROCESSES.items() if name in args.fewstep_processes}
     nfes, draws, n = args.fewstep_nfes, args.fewstep_draws, args.n
     kd, official, ds = load_k_diffusion(), load_official(args.dpm_solver_path), load_diff_sampler(args.diff_sampler_path)
@@ -707,25 +706,15 @@ def fewstep_section(args) -> list[str]:
         dim = gm.d
         for pname, proc in procs.items():
             eps = gm.eps_model(proc)
-            fit = dict(n=256, generator=torch.Generator().manual_seed(args.seed + 50 + 1000 * args.fewstep_fit_seed))
-            gits = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", **fit) for k in nfes}
+            fit_seed = args.seed + 1000 * args.fewstep_fit_seed
+            gits, fit = gits_fit(proc, eps, dim, nfes, fit_seed)
             fitted = {label: {k: optimize_timesteps(proc, eps, (1, dim), k, sampler=FEWSTEP_OURS[label][0],
                                                     options=FEWSTEP_OURS[label][1], refine=args.fewstep_refine, **fit)
                               for k in nfes} for label in FEWSTEP_REFINED
                       if not only or f"ours {label} gits+refine" in only}
-            # iPNDM's weights fitted on the GITS grid, on draws of their own (so that the grids above are the same
-            # with or without this row)
-            weights_fit = torch.Generator().manual_seed(args.seed + 60 + 1000 * args.fewstep_fit_seed)
-            weights = ({k: fit_coefficients(proc, eps, (1, dim), gits[k], generator=weights_fit, n=256) for k in nfes}
-                       if not only or COEFFICIENTS in only else {})
-            joint, joint_weights = {}, {}  # the grid refined with the weights refitted for every trial grid
-            if not only or JOINT in only:
-                joint_fit = torch.Generator().manual_seed(args.seed + 70 + 1000 * args.fewstep_fit_seed)
-                joint = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", n=256, generator=joint_fit,
-                                               refine=args.fewstep_refine, options={"coefficients": "fitted"})
-                         for k in nfes}
-                joint_weights = {k: fit_coefficients(proc, eps, (1, dim), joint[k], generator=joint_fit, n=256)
-                                 for k in nfes}
+            weights = (gits_weights(proc, eps, dim, gits, fit_seed) if not only or COEFFICIENTS in only else {})
+            joint, joint_weights = ({}, {}) if only and JOINT not in only else joint_fit(
+                proc, eps, dim, nfes, fit_seed, args.fewstep_refine)
             table: dict[str, dict[int, list[float]]] = {}
             for draw in range(draws):
                 x_T = proc.prior_sample((n, dim), torch.Generator().manual_seed(args.seed + 200 + draw))
@@ -766,6 +755,29 @@ def fewstep_section(args) -> list[str]:
     Path(args.fewstep_json).write_text(json.dumps([[*key, value] for key, value in summary.items()]))
     lines += _fewstep_tables(summary, nfes, args)
     return lines
+
+
+def gits_weights(proc, eps, dim: int, gits: dict[int, list[float]], fit_seed: int) -> dict[int, list[list[float]]]:
+    """The ``ipndm gits+weights`` row's weights: iPNDM's fitted on each GITS grid, on draws of their own (so that
+    the grids are the same with or without this row). ``fit_seed``: --seed + 1000 --fewstep-fit-seed."""
+    g = torch.Generator().manual_seed(fit_seed + 60)
+    return {k: fit_coefficients(proc, eps, (1, dim), grid, generator=g, n=256) for k, grid in gits.items()}
+
+
+def joint_fit(proc, eps, dim: int, nfes, fit_seed: int, refine: int) -> tuple[dict, dict]:
+    """The ``ipndm gits+refine+weights`` row: per NFE the grid refined while iPNDM's held-out error, its weights
+    refitted for each trial grid, falls, and the weights fitted on the chosen grid; one generator in turn."""
+    g = torch.Generator().manual_seed(fit_seed + 70)
+    grids = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", n=256, generator=g, refine=refine,
+                                   options={"coefficients": "fitted"}) for k in nfes}
+    return grids, {k: fit_coefficients(proc, eps, (1, dim), grids[k], generator=g, n=256) for k in nfes}
+
+
+def gits_fit(proc, eps, dim: int, nfes, fit_seed: int) -> tuple[dict[int, list[float]], dict]:
+    """The ``gits`` grids (iPNDM's GITS on 256 draws) per NFE, and the fitting options (n, the generator, now past
+    those fits) that the ``gits+refine`` rows go on with."""
+    fit = dict(n=256, generator=torch.Generator().manual_seed(fit_seed + 50))
+    return {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", **fit) for k in nfes}, fit
 
 
 def _load_summary(path: str) -> dict:
