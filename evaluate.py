@@ -201,8 +201,7 @@ def _fitted_grid(cfg: DictConfig, trained, shape, device):
         path = fitted_schedule(
             trained.process, trained.model, shape, spec.name, steps, spec.options,
             _out_dir(cfg, trained.path) / "schedules", refine=cfg.schedule.refine,
-            fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n),
-            seed=int(cfg.seed), device=device,
+            fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), seed=int(cfg.seed), device=device,
             meta=trained.weights,
             log=lambda m: print(m, file=sys.stderr))
         weights = {"coefficients": load_coefficients(path)} if spec.options.get("coefficients") == FITTED else {}

@@ -32,18 +32,19 @@ from diffusion.allocator import SWITCH  # noqa: E402
 from diffusion.device import describe_machine  # noqa: E402
 
 
-def commands(ckpt: str, tmp: Path) -> dict[str, list[str]]:
+def commands(ckpt: str, tmp: Path) -> dict[str, tuple[str, list[str]]]:
+    """name (for --only) -> (the table's label, the command line)."""
     py = sys.executable
     return {
-        "sample.py, 512 samples, dpmpp_2m 20 steps, batch 256":
+        "sample": ("sample.py, 512 samples, dpmpp_2m 20 steps, batch 256",
             [py, "sample.py", f"ckpt={ckpt}", "sampler=dpmpp_2m", "sampler.steps=20", "n=512", "batch_size=256",
-             f"out={tmp / 'samples'}", "progress=false"],
-        "evaluate.py task=schedule sampler=fewstep steps=5 (the fewstep fit)":
+             f"out={tmp / 'samples'}", "progress=false"]),
+        "fit": ("evaluate.py task=schedule sampler=fewstep steps=5 (the fewstep fit)",
             [py, "evaluate.py", f"ckpt={ckpt}", "task=schedule", "sampler=fewstep", "steps=5", f"out={tmp / 'eval'}",
-             "progress=false"],
-        "train.py, 150 steps of the default run":
+             "progress=false"]),
+        "train": ("train.py, 150 steps of the default run",
             [py, "train.py", "trainer.max_steps=150", "trainer.sample_every=0", "trainer.bpd_every=0",
-             "trainer.ckpt_every=1000", "trainer.progress=false", f"hydra.run.dir={tmp / 'run'}"],
+             "trainer.ckpt_every=1000", "trainer.progress=false", f"hydra.run.dir={tmp / 'run'}"]),
     }
 
 
@@ -66,7 +67,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ckpt", required=True, help="a run folder or checkpoint of `python train.py`")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--only", nargs="*", help="substrings of the commands to run (default: all)")
+    p.add_argument("--only", nargs="+", choices=("sample", "fit", "train"), help="the commands to run (default: all)")
     p.add_argument("--record", action="store_true", help="append the table to benchmarks/allocator.md")
     args = p.parse_args()
     lines = [f"Machine: {describe_machine()}; {time.strftime('%Y-%m-%d %H:%M')}; load average at the start "
@@ -74,8 +75,8 @@ def main() -> None:
              "| command | malloc | wall s | user s | sys s | minor faults | peak RSS MiB | wall, kept / default |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
-        for label, cmd in commands(args.ckpt, Path(tmp)).items():
-            if args.only and not any(s in label for s in args.only):
+        for name, (label, cmd) in commands(args.ckpt, Path(tmp)).items():
+            if args.only and name not in args.only:
                 continue
             runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
             for _ in range(args.repeats):

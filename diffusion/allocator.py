@@ -11,8 +11,8 @@ time was the kernel's (61 s of 245 s, 30 million page faults; ``benchmarks/alloc
 (``mallopt``), so freed blocks are reused from the heap: that fit then takes 0.76 of the time, sampling at batch 256
 0.90, training (batch 64) 0.97. The cost is resident memory: the heap keeps its peak (+10-25% here).
 It changes nothing where glibc is not the C library, where the user set glibc's own ``MALLOC_*`` variables or
-``GLIBC_TUNABLES=glibc.malloc...`` (theirs win), or with ``DIFFUSION_MALLOC=default``. Under a preloaded allocator (jemalloc, tcmalloc) it sets the
-unused glibc one: harmless.
+``GLIBC_TUNABLES=glibc.malloc...`` (theirs win), or with ``DIFFUSION_MALLOC=default``. Under a preloaded allocator
+(jemalloc, tcmalloc) it sets the unused glibc one: harmless.
 """
 from __future__ import annotations
 
