@@ -16,6 +16,7 @@ over the eps model, and ``sample``, the one entry point scripts call.
     unipc            unipc.py       all                steps                     no
     ipndm            ipndm.py       all                steps                     no
     dpmpp_2m_sde     dpmpp_sde.py   all                steps                     yes
+    consistency      consistency.py all                steps                     steps > 1
 
 Every sampler walks ``process.timesteps(steps, spacing)`` from t_max to t_min and ends with one step to the
 clean data (x0_pred at t_min), so a one-evaluation-per-step sampler costs exactly ``steps`` model calls. The
@@ -54,6 +55,7 @@ from diffusion.samplers.dpmpp_3m import dpmpp_3m  # noqa: E402  isort: skip
 from diffusion.samplers.unipc import unipc  # noqa: E402  isort: skip
 from diffusion.samplers.ipndm import ipndm  # noqa: E402  isort: skip
 from diffusion.samplers.dpmpp_sde import dpmpp_2m_sde  # noqa: E402  isort: skip
+from diffusion.samplers.consistency import consistency  # noqa: E402  isort: skip
 from diffusion.samplers.gits import optimize_timesteps  # noqa: E402  (after the samplers: it calls sample)
 from diffusion.samplers.coefficients import fit_coefficients  # noqa: E402  (it calls sample too)
 
@@ -154,5 +156,5 @@ def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...
 __all__ = ["sample", "SAMPLERS", "SamplerSpec", "sampler_from_config", "register_sampler", "check_sampler", "runs_on",
            "samplers_for", "MARKOV_CHAIN", "CountingModel", "guided", "sampler_options",
            "ddpm", "ddim", "ddpm_step", "ddim_step", "euler_maruyama", "pc", "ode", "encode", "decode",
-           "probability_flow_drift", "dpmpp_2m", "heun", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde",
+           "probability_flow_drift", "dpmpp_2m", "heun", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde", "consistency",
            "optimize_timesteps", "fit_coefficients"]
