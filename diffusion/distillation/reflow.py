@@ -7,7 +7,7 @@ independent noise), learns a flow whose paths cross less, so they are straighter
 solve lands near the end: the paper's 1-rectified flow becomes 2-rectified flow. Any of our ODE samplers then
 samples it with 1-2 steps.
 
-``draw_couplings`` writes the pairs to disk in seeded batches (batch i from ``batch_generator(seed, i)``), one
+``draw_couplings`` writes the pairs to disk in seeded batches (batch i from ``derive_seed(seed, "couplings", i)``), one
 atomic NPZ file per batch, so an interrupted draw resumes where it stopped and gives the same pairs;
 ``CouplingDataset`` serves them as (x_0, label, x_T) items, and ``losses.FlowMatching`` takes the x_T of a batch
 as its ``noise``.
@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
-from diffusion.runs.generate import batch_generator
-from diffusion.samplers import SamplerSpec
+from diffusion.samplers.spec import SamplerSpec
+from diffusion.utils import derive_seed
 
 
 def coupling_file(out_dir: str | os.PathLike, index: int) -> Path:
@@ -41,7 +41,7 @@ def draw_couplings(process: Process, teacher: Callable[..., Tensor], spec: Sampl
                    log: Callable[[str], None] | None = None) -> list[Path]:
     """``n`` pairs (x_T, x_0 = the teacher's ``spec`` solve from x_T) of per-sample ``shape``, written to
     ``out_dir/couplings_<i>.npz`` (float32 ``x_T``, ``x0``); batches already on disk are kept, so a rerun
-    resumes. Batch i draws x_T from ``batch_generator(seed, i)``: the pairs depend only on (seed, i)."""
+    resumes. Batch i draws x_T from its own generator: the pairs depend only on (seed, i)."""
     if int(n) != n or n < 1:
         raise ConfigError(f"distill.pairs={n} must be a positive number of couplings")
     out = Path(out_dir)
@@ -54,7 +54,7 @@ def draw_couplings(process: Process, teacher: Callable[..., Tensor], spec: Sampl
             f"({len(todo)} to go) into {out} ...")
     for i in tqdm(todo, disable=not progress, desc="couplings"):
         count = min(batch_size, int(n) - i * batch_size)
-        generator = batch_generator(seed, i)
+        generator = torch.Generator().manual_seed(derive_seed(seed, "couplings", i))
         x_T = process.prior_sample((count,) + tuple(shape), generator).to(device)
         x0 = spec(process, teacher, None, x_T=x_T)
         tmp = coupling_file(out, i).with_suffix(".tmp.npz")

@@ -1,6 +1,6 @@
 """Consistency distillation against closed forms: Gaussian data N(mu, diag(v)) has an exact eps and an exact
-probability-flow map, x_{t'} = alpha' mu + sqrt((alpha'^2 v + sigma'^2) / (alpha^2 v + sigma^2)) (x_t - alpha mu),
-so the exact consistency function f*(x, t) (the map to t_min) is known."""
+probability-flow map (``toy.GaussianMixture.flow_map``), so the exact consistency function f*(x, t), the map to
+t_min, is known."""
 from __future__ import annotations
 
 import math
@@ -13,10 +13,14 @@ from diffusion import sample
 from diffusion.distillation import ConsistencyDistillation, ConsistencyModel, consistency_grid, teacher_step
 from diffusion.errors import ConfigError
 from diffusion.processes import DDPM, EDM, RectifiedFlow, SubVPSDE, VESDE, VPSDE
+from diffusion.toy import GaussianMixture
 
 PROCESSES = [DDPM(), VPSDE(), SubVPSDE(), VESDE(), EDM(), RectifiedFlow()]
 MU = torch.tensor([0.5, -0.3], dtype=torch.float64)
 VAR = torch.tensor([0.09, 0.25], dtype=torch.float64)
+
+
+GAUSSIAN = GaussianMixture(torch.ones(1), MU[None], torch.diag(VAR)[None])
 
 
 def coefs(process, t):
@@ -25,18 +29,12 @@ def coefs(process, t):
 
 
 def exact_eps(process):
-    def model(x, t, class_labels=None):
-        alpha, sigma = coefs(process, t.double().reshape(-1).expand(x.shape[0]))
-        return (sigma * (x.double() - alpha * MU) / (alpha**2 * VAR + sigma**2)).to(x.dtype)
-    return model
+    return GAUSSIAN.eps_model(process)
 
 
 def flow_map(process, x, t, t_to):
-    """The exact probability-flow ODE map of Gaussian data from (x, t) to t_to (t, t_to: per sample)."""
-    a, s = coefs(process, t)
-    a2, s2 = coefs(process, t_to)
-    scale = ((a2**2 * VAR + s2**2) / (a**2 * VAR + s**2)).sqrt()
-    return (a2 * MU + scale * (x.double() - a * MU)).to(x.dtype)
+    """The exact probability-flow ODE map of the Gaussian data from (x, t) to t_to (``toy.flow_map``)."""
+    return GAUSSIAN.flow_map(process, x, t, t_to).to(x.dtype)
 
 
 class Inner(nn.Module):
