@@ -2,15 +2,9 @@ r"""Consistency distillation (Song, Dhariwal, Chen & Sutskever 2023, "Consistenc
 process.
 
 A consistency function maps every point of a probability-flow ODE trajectory to the trajectory's end at t_min:
-f(x_t, t) = x_{t_min} for all t on one trajectory. With y = x / alpha and s = sigma / alpha (EDM's x_hat and
-sigma_hat: every process here is a scaled EDM process) it is parameterized as in the paper (eq. 5, with the
-network's denoiser in place of their raw F, so that the student starts as the teacher's denoiser):
-
-    f_theta(x, t) = c_skip(s) x + (1 - c_skip(s)) D_theta(x, t),   c_skip(s) = sigma_data^2 / ((s - s_min)^2 + sigma_data^2),
-
-D_theta = (x - sigma eps_theta) / alpha the student's x0_pred. At t_min, c_skip = 1 exactly: f(x, t_min) = x, the
-boundary condition, holds by construction for any weights. ``ConsistencyModel`` exposes f through the eps
-interface every sampler and loss uses, eps = (x - alpha f) / sigma, so D of the wrapped model *is* f.
+f(x_t, t) = x_{t_min} for all t on one trajectory. The student is a ``diffusion.consistency.ConsistencyModel``,
+f = c_skip x + (1 - c_skip) x0_pred with f(x, t_min) = x exactly, whose x0_pred through the eps interface is f.
+With s = sigma / alpha (EDM's sigma_hat: every process here is a scaled EDM process):
 
 Distillation: on a grid t_min = t_0 < ... < t_N = t_max, draw n, noise the data to x_{n+1}, take one step of the
 teacher's probability-flow ODE to x_hat_n (``solver``: ``ddim``, Euler in (y, s), or EDM's ``heun``; both are the
@@ -37,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from diffusion.buildable import buildable
+from diffusion.consistency import alpha_and_level as _alpha_s
 from diffusion.errors import ConfigError
-from diffusion.preconditioning import sigma_data as process_sigma_data
 from diffusion.processes.base import Process
 from diffusion.utils import append_dims
 
@@ -47,56 +41,6 @@ DISTANCES = ("l2", "pseudo_huber")
 TARGETS = ("stopgrad", "ema")
 WEIGHTINGS = ("uniform", "ict")
 SPACINGS = ("karras", "logsnr", "uniform")
-
-
-def _alpha_s(process: Process, t: Tensor) -> tuple[Tensor, Tensor]:
-    """alpha(t) and s(t) = sigma(t) / alpha(t), float64, shape of t."""
-    t = t.double()
-    alpha = process.log_alpha(t).exp()
-    return alpha, process.sigma2(t).clamp_min(0).sqrt() / alpha
-
-
-class ConsistencyModel(nn.Module):
-    """``model(x, t) -> eps`` whose denoiser is the consistency function f = c_skip x + (1 - c_skip) D_inner
-    (module docstring), around an eps model ``inner`` (``EpsModel`` or ``EDMPrecond``). ``denoise(x, t)`` is f;
-    ``net`` is the inner network (checkpoints, EMA and guidance look it up)."""
-
-    def __init__(self, inner: nn.Module, process: Process, sigma_data: float | None = None):
-        super().__init__()
-        self.inner, self.process = inner, process
-        self.sigma_data = float(process_sigma_data(process) if sigma_data is None else sigma_data)
-        self.s_min = float(_alpha_s(process, torch.tensor(process.t_min))[1])
-
-    @property
-    def net(self) -> nn.Module:
-        return self.inner.net
-
-    @property
-    def prediction(self) -> str:
-        return self.inner.prediction
-
-    def c_skip(self, t: Tensor) -> Tensor:
-        """sigma_data^2 / ((s - s_min)^2 + sigma_data^2), float64: 1 at t_min, -> 0 at high noise."""
-        s = _alpha_s(self.process, t)[1]
-        return self.sigma_data**2 / ((s - self.s_min) ** 2 + self.sigma_data**2)
-
-    def raw(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        return self.inner.raw(x, t, class_labels)
-
-    def denoise(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """f(x, t) = c_skip x + (1 - c_skip) x0_pred_inner(x, t)."""
-        t = t.reshape(-1).expand(x.shape[0])
-        alpha, s = (append_dims(c.to(x.dtype), x.ndim) for c in _alpha_s(self.process, t))
-        eps = self.inner(x, t, class_labels).to(x.dtype)
-        x0_pred = x / alpha - s * eps
-        c_skip = append_dims(self.c_skip(t).to(x.dtype), x.ndim)
-        return c_skip * x + (1 - c_skip) * x0_pred
-
-    def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """The eps that f implies: eps = (x / alpha - f) / s, so that x0_pred = x / alpha - s eps = f."""
-        t = t.reshape(-1).expand(x.shape[0])
-        alpha, s = (append_dims(c.to(x.dtype), x.ndim) for c in _alpha_s(self.process, t))
-        return (x / alpha - self.denoise(x, t, class_labels)) / s
 
 
 def consistency_grid(process: Process, steps: int, spacing: str = "karras") -> Tensor:
@@ -139,7 +83,7 @@ def _x0(process: Process, model: Callable[..., Tensor], x: Tensor, t: Tensor, cl
 class ConsistencyDistillation:
     """The consistency distillation loss (module docstring), called like every loss:
     ``loss(model, x0, class_labels=None, generator=None) -> (batch,)`` with ``model`` the student
-    ``ConsistencyModel`` (or its DDP wrapper). ``teacher``: the teacher's eps model (frozen)."""
+    ``diffusion.consistency.ConsistencyModel`` (or its DDP wrapper). ``teacher``: the teacher's eps model (frozen)."""
 
     def __init__(self, process: Process, teacher: Callable[..., Tensor], *, steps: int = 18, spacing: str = "karras",
                  solver: str = "heun", distance: str = "pseudo_huber", target: str = "ema",
@@ -201,5 +145,5 @@ class ConsistencyDistillation:
         return self.weights.to(device)[n].float() * d
 
 
-__all__ = ["ConsistencyModel", "ConsistencyDistillation", "consistency_grid", "teacher_step", "SOLVERS", "DISTANCES",
+__all__ = ["ConsistencyDistillation", "consistency_grid", "teacher_step", "SOLVERS", "DISTANCES",
            "TARGETS"]
