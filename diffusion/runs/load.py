@@ -129,9 +129,15 @@ class TrainedRun:
         return run_dir_of(self.path)
 
     @property
-    def weights(self) -> dict[str, str | bool]:
-        """Which weights these are, as files fitted to them record it (``evaluation.schedule``)."""
+    def provenance(self) -> dict[str, str | bool]:
+        """Where the weights come from (checkpoint file, EMA or raw), as files fitted to them record it
+        (``evaluation.schedule``)."""
         return {"checkpoint": str(self.path.resolve()), "ema": self.ema}
+
+    @property
+    def weights(self) -> dict[str, str | bool]:
+        """Deprecated alias of ``provenance`` (it never held the weights)."""
+        return self.provenance
 
     @property
     def num_classes(self) -> int | None:
