@@ -172,8 +172,7 @@ def fitted_grid(cfg: DictConfig, trained: TrainedRun, shape, device) -> Callable
 
 def fid(cfg: DictConfig) -> dict:
     from diffusion.evaluation.quality import DIGIT_SHAPE
-    from diffusion.runs import config_from_checkpoint
-    from diffusion.training.checkpoint import load_checkpoint
+    from diffusion.runs import saved_config
 
     if not cfg.samples:
         raise EvaluationError("task=fid needs samples=<file.npz or folder of images>")
@@ -181,8 +180,8 @@ def fid(cfg: DictConfig) -> dict:
     device = pick_device(cfg.device)
     path = None
     if cfg.ckpt:
-        state = load_checkpoint(cfg.ckpt)
-        data_cfg, path = config_from_checkpoint(state, trust=cfg.trust_checkpoint_config).data, Path(state["path"])
+        run_cfg, path = saved_config(cfg.ckpt, trust=cfg.trust_checkpoint_config)
+        data_cfg = run_cfg.data
     elif cfg.data is not None:
         data_cfg = cfg.data
     elif tuple(images.shape[1:]) == DIGIT_SHAPE:  # 28x28 digits: the bundled MNIST5k is the reference
