@@ -3,21 +3,9 @@ at 5 and 6 NFE ours must have at most half the best peer's excess, at 10 NFE at 
 tie at the ODE limit); a miss whose aim lies below the ODE limit is marked out of reach."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
 
-# benchmarks/lib is not installed, and under pytest's importlib mode the name ``benchmarks`` is this test folder:
-# load the library by its path under a name of its own (its modules import each other relatively)
-LIB = Path(__file__).resolve().parents[2] / "benchmarks" / "lib"
-_spec = importlib.util.spec_from_file_location("benchmarks_lib", LIB / "__init__.py", submodule_search_locations=[str(LIB)])
-sys.modules["benchmarks_lib"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sys.modules["benchmarks_lib"])
-fewstep = importlib.import_module("benchmarks_lib.fewstep")
-
-
-def test_aim_verdicts():
+def test_aim_verdicts(bench_lib):
+    fewstep = bench_lib.fewstep
     limit = {"a, wide": 0.1, "b, narrow": 0.4}
     cells = {  # (mixture, nfe): (ours, best peer)
         ("a, wide", 5): (0.4, 1.0), ("a, wide", 6): (0.6, 1.0), ("a, wide", 10): (-0.5, -0.505),
