@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from diffusion.samplers import sample  # noqa: E402
 
 from benchmarks.lib import fewstep, fitting, peers  # noqa: E402
-from benchmarks.lib.report import add_common_flags, command, footer, machine, note, publish  # noqa: E402
+from benchmarks.lib.report import add_common_flags, begin, command, footer, machine, note, publish  # noqa: E402
 from benchmarks.lib.runs import Run, grid_run, ours  # noqa: E402
 from benchmarks.lib.targets import PROCESSES, Target, fewstep_mixtures  # noqa: E402
 
@@ -146,21 +146,19 @@ def parse_args(argv=None):
     p.add_argument("--labels", nargs="+", default=None,
                    help="rerun only these rows (e.g. 'ours ipndm gits+weights') and merge them into --json; the grids "
                         "and x_T are those of a full run")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "samplers.md"), help="the record its section goes into")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    started, load = time.perf_counter(), os.getloadavg()[0]
+    load = os.getloadavg()[0]
+    started = begin(args.threads, f"re-rendering the few-step tables from {args.json}" if args.tables_only else
+                    f"few-step head to head: {len(fewstep_mixtures())} mixtures x {len(args.processes)} processes x "
+                    f"{args.draws} draws of {args.n} samples at NFE {args.nfes} (hours on 2 CPU cores)")
     if args.tables_only:
-        print(f"re-rendering the few-step tables from {args.json}", flush=True)
         body = [f"(Tables re-rendered from `{Path(args.json).name}`: the numbers of the last full run.)", ""]
         summary = fewstep.load_summary(args.json)
     else:
-        print(f"few-step head to head: {len(fewstep_mixtures())} mixtures x {len(args.processes)} processes x "
-              f"{args.draws} draws of {args.n} samples at NFE {args.nfes} (hours on 2 CPU cores)", flush=True)
         summary = run_cells(args, fewstep.load_summary(args.json) if args.labels else {})
         fewstep.save_summary(summary, args.json)
         body = []

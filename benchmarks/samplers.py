@@ -51,7 +51,7 @@ from diffusion import processes  # noqa: E402
 from diffusion.samplers import CountingModel, sample  # noqa: E402
 
 from benchmarks.lib import peers  # noqa: E402
-from benchmarks.lib.report import add_common_flags, command, footer, machine, note, publish  # noqa: E402
+from benchmarks.lib.report import add_common_flags, begin, command, footer, machine, note, publish  # noqa: E402
 from benchmarks.lib.runs import Run, cell, default_spacing, nan_inf, ours, r3, sweep  # noqa: E402
 from benchmarks.lib.targets import Target, add_mixture_flags, narrow_mixture  # noqa: E402
 
@@ -290,7 +290,6 @@ def parse_args(argv=None):
     p.add_argument("--h2h-nfes", type=int, nargs="+", default=[5, 10, 20])
     p.add_argument("--ode-tols", type=float, nargs="+", default=list(ODE_TOLS))
     p.add_argument("--quick", action="store_true", help="smoke run: small n, short grids, fewer draws")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "samplers.md"), help="the record its section goes into")
     p.add_argument("--png", default=str(ROOT / "benchmarks" / "samplers.png"))
     args = p.parse_args(argv)
     if args.quick:
@@ -302,11 +301,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    print(f"sample quality vs NFE on a {args.k}-component {args.dim}-D mixture, n = {args.n}, NFE {args.nfes}, "
-          f"head to head over {args.h2h_seeds} draws ({'a minute or two' if args.quick else '~5 minutes'} on 2 CPU "
-          "cores)", flush=True)
+    started = begin(args.threads, f"sample quality vs NFE on a {args.k}-component {args.dim}-D mixture, n = {args.n}, "
+                    f"NFE {args.nfes}, head to head over {args.h2h_seeds} draws "
+                    f"({'a minute or two' if args.quick else '~5 minutes'} on 2 CPU cores)")
     gm = narrow_mixture(args.dim, args.k, tuple(args.scale), args.seed)
     target = Target(gm, args.n, args.floor_draws, args.seed)
     lines, data = quality_section(args, target)

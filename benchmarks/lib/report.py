@@ -38,15 +38,25 @@ def command(argv: list[str] | None = None) -> str:
     return f"python benchmarks/{Path(sys.argv[0]).name} {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
 
 
+def begin(threads: int, plan: str) -> float:
+    """Start a run: torch on ``threads`` threads, say what it will compute and for how long; returns its start time."""
+    torch.set_num_threads(threads)
+    print(plan, flush=True)
+    return time.perf_counter()
+
+
 def footer(started: float) -> list[str]:
     """A section's closing lines: the notes, then the run time since ``started`` (``time.perf_counter()``)."""
     notes = ["Notes:", "", *(f"- {n}" for n in NOTES), ""] if NOTES else []
     return notes + [f"Run time: {time.perf_counter() - started:.0f} s.", ""]
 
 
-def add_common_flags(p: argparse.ArgumentParser, *, samples: bool = True, peers: tuple[str, ...] = ()) -> None:
-    """Flags shared by the mixture benchmarks: seed, threads, the peers' paths named in ``peers`` and, with
-    ``samples``, the samples per run and the FD floor's draws."""
+def add_common_flags(p: argparse.ArgumentParser, *, samples: bool = True, peers: tuple[str, ...] = (),
+                     record: str = "samplers.md") -> None:
+    """Flags shared by the mixture benchmarks: seed, threads, the record its section goes into (``--out``, by default
+    ``benchmarks/<record>``), the peers' paths named in ``peers`` and, with ``samples``, the samples per run and the
+    FD floor's draws."""
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / record), help="the record its section goes into")
     if samples:
         p.add_argument("--n", type=int, default=1000, help="samples per sampler run")
         p.add_argument("--floor-draws", type=int, default=10, help="sets of n exact samples averaged into the FD floor")
