@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from diffusion.samplers import optimize_timesteps
-from diffusion.samplers.coefficients import fit_coefficients
+from diffusion.samplers import fit_coefficients, optimize_timesteps  # to become: from diffusion.fitting import ...
 
 #: prior draws every grid and weight fit runs on
 FIT_N = 256
