@@ -1,0 +1,109 @@
+"""``train.py distill=consistency|reflow distill.teacher=<run>``: the student's run, made from the teacher's.
+
+The teacher is read like every checkpoint (weights only, its config through the allowlist). The student takes the
+teacher's model, process, prediction and data configs, and this command's trainer and sampler settings; its config
+keeps the ``distill`` node (the teacher's checkpoint among it), so ``sample.py`` and ``evaluate.py`` read the
+student like any run and know what it is. The student starts from the teacher's weights (EMA by default).
+
+* ``consistency`` (every process): the network is wrapped in ``diffusion.consistency.ConsistencyModel`` and trained
+  with ``ConsistencyDistillation`` against the frozen teacher.
+* ``reflow`` (rectified flow): couplings are drawn once with the teacher's sampler into ``<run>/couplings`` (seeded,
+  resumable), then the student is trained by flow matching on them (``CouplingDataset``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from diffusion.distillation.consistency import ConsistencyDistillation
+from diffusion.distillation.reflow import CouplingDataset, draw_couplings
+from diffusion.errors import ConfigError
+from diffusion.losses import FlowMatching
+from diffusion.processes import RectifiedFlow
+from diffusion.runs import load_run
+from diffusion.samplers import sampler_from_config
+
+log = logging.getLogger("train")
+
+METHODS = ("consistency", "reflow")
+#: the teacher's, never this command's: what the student is
+TAKEN_FROM_TEACHER = ("model", "process", "data", "prediction", "loss")
+
+
+@dataclass
+class Distillation:
+    """What the Trainer needs beyond a plain run: the student's config, its loss, its data (reflow: the couplings)
+    and its starting weights (the teacher's network state, None on resume)."""
+
+    cfg: DictConfig
+    loss: Callable[..., torch.Tensor]
+    dataset: Any | None
+    init_state: dict[str, torch.Tensor] | None
+
+
+def student_config(cfg: DictConfig, teacher_cfg: DictConfig, teacher_path: Path) -> DictConfig:
+    """The teacher's model, process, data, prediction and loss with this command's other settings; ``distill``
+    names the teacher's checkpoint file."""
+    student = cfg.copy()
+    with open_dict(student):
+        for key in TAKEN_FROM_TEACHER:
+            if key in teacher_cfg:
+                student[key] = teacher_cfg[key]
+        student.distill.teacher = str(teacher_path.resolve())
+    return student
+
+
+def prepare_distillation(cfg: DictConfig, run_dir: Path, device: torch.device | str, resuming: bool,
+                         main_rank: bool = True) -> Distillation:
+    """Load the teacher, make the student's config, loss and data. ``resuming``: the student's weights come from
+    its own checkpoint, and ``cfg`` is already the student's (saved) config."""
+    d = cfg.distill
+    method = getattr(d.method, "value", str(d.method))
+    if method not in METHODS:
+        raise ConfigError(f"unknown distill.method {method!r}; choose one of {', '.join(METHODS)}")
+    if not d.teacher:
+        raise ConfigError("distill.teacher is not set: give the teacher's run folder, distill.teacher=runs/<run>")
+    teacher = load_run(d.teacher, ema=bool(d.teacher_ema), device=device)
+    teacher.model.requires_grad_(False)
+    if not resuming:
+        cfg = student_config(cfg, teacher.cfg, teacher.path)
+    init_state = None if resuming else {k: v.detach().clone() for k, v in teacher.model.net.state_dict().items()}
+    if method == "consistency":
+        loss = ConsistencyDistillation(teacher.process, teacher.model, steps=int(d.steps), spacing=str(d.spacing),
+                                       solver=str(d.solver), distance=str(d.distance), target=str(d.target),
+                                       ema_decay=float(d.target_decay), weighting=str(d.weighting))
+        return Distillation(cfg, loss, None, init_state)
+    if not isinstance(teacher.process, RectifiedFlow):
+        raise ConfigError(f"distill=reflow straightens a rectified flow; the teacher {teacher.path} is "
+                          f"{teacher.process!r}: use distill=consistency for it")
+    with open_dict(cfg):  # the student learns by flow matching on the couplings, whatever the teacher's loss
+        cfg.loss = OmegaConf.create({"_target_": "diffusion.losses.FlowMatching", "_partial_": True})
+    spec = sampler_from_config(d.pair_sampler).check(teacher.process)
+    shape, _ = teacher.shape()
+    folder = run_dir / "couplings"
+    if main_rank:
+        spec = _concrete(spec, teacher, shape, device)
+        draw_couplings(teacher.process, teacher.model, spec, int(d.pairs), shape, folder, seed=int(d.pair_seed),
+                       batch_size=int(d.pair_batch_size), device=device, log=log.info)
+    from diffusion.training import distributed as D  # every rank waits for rank 0's couplings
+
+    D.barrier()
+    return Distillation(cfg, FlowMatching(teacher.process), CouplingDataset(folder), init_state)
+
+
+def _concrete(spec, teacher, shape, device):
+    """The pairs' sampler with ``fitted`` options made concrete for the teacher (its grid fitted once into the
+    teacher's ``eval/schedules``, as sample.py does)."""
+    try:
+        from diffusion.fitting import resolve_sampler
+    except ImportError:  # before the fitting package: explicit grids only
+        return spec
+    return resolve_sampler(spec, teacher, shape, device=device, log=log.info)
+
+
+__all__ = ["Distillation", "prepare_distillation", "student_config", "METHODS"]
