@@ -11,8 +11,9 @@ the run folder (checkpoints, logs, sample grids); every rank trains.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -59,6 +60,19 @@ def current() -> DistInfo:
     return DistInfo()
 
 
+def launch(hydra_main: Callable[[], None]) -> None:
+    """Join the process group torchrun describes, then run ``hydra_main`` (a ``@hydra.main`` function) on every
+    rank: one run folder for all ranks, named with rank 0's time stamp, and Hydra's own files from rank 0 alone."""
+    from diffusion import config as schema
+
+    info = init_distributed()
+    if info.distributed:
+        schema.set_run_stamp(broadcast_object(schema.run_stamp()))
+        if not info.is_main:
+            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    hydra_main()
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` as rank ``src`` has it, on every rank (a no-op without a process group)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -75,6 +89,16 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def max_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Each value's maximum over the ranks (the values themselves without a process group), so that every rank
+    takes the same branch (flags as 0/1) or waits for the slowest (durations)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    tensor = torch.tensor([float(v) for v in values], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
 
 
 def barrier() -> None:
