@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a diffusion model.
 
-    python train.py                                   # unet_mnist, rectified flow (flow matching), 5,000 bundled MNIST digits
+    python train.py                                   # unet_mnist, rectified flow, 5,000 bundled MNIST digits
     python train.py process=vpsde loss=dsm trainer.max_steps=5000
     python train.py experiment=ddpm_cifar10           # Ho et al. 2020's CIFAR-10 recipe (needs a GPU)
     python train.py -m process=ddpm,vpsde             # a sweep: one run folder per job

@@ -56,10 +56,9 @@ def training_evaluations(cfg: DictConfig, dataset: Any = None, holdout: Tensor |
     if tc.bpd_every > 0:
         from diffusion.likelihood import bound_cost
 
-        images = holdout if holdout is not None else holdout_batch(cfg, dataset)
-        t_samples = tc.bpd_t_samples
+        images, t_samples = holdout if holdout is not None else holdout_batch(cfg, dataset), tc.bpd_t_samples
         actions.append(Periodic("bits/dim", int(tc.bpd_every), lambda view: bits_per_dim(view, images, seed, t_samples),
-                                cost=lambda view: bound_cost(view.process, t_samples) * forward_seconds(view, len(images), autocast=False)))
+                                cost=lambda view: bound_cost(view.process, t_samples) * forward_seconds(view, len(images), False)))
     if tc.fid_every > 0 and spec is not None:
         actions.append(Periodic("FID", int(tc.fid_every), FidLog(cfg, spec)))
     return actions

@@ -10,6 +10,7 @@ the run folder (checkpoints, logs, sample grids); every rank trains.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,34 @@ def replicas_in_sync(module: nn.Module) -> bool:
     """Whether every rank's ``module`` has bit-identical weights (all ranks must call this)."""
     prints = gather_objects(parameter_fingerprint(module))
     return all(p == prints[0] for p in prints)
+
+
+def check_replicas(module: nn.Module, step: int) -> bool | None:
+    """``replicas_in_sync``, logged by rank 0 (all ranks must call this); None without data parallelism."""
+    if not current().distributed:
+        return None
+    ok = replicas_in_sync(module)
+    if current().is_main:
+        world = current().world_size
+        if ok:
+            log.info(f"DDP: weights identical on all {world} ranks after step {step}")
+        else:
+            log.error(f"DDP: weights differ between the {world} ranks after step {step}")
+    return ok
+
+
+def wrap_for_training(net: nn.Module, device: torch.device, compile: bool = False) -> tuple[Any, nn.Module]:
+    """(the DDP module or None, the module training calls): ``net`` wrapped for data parallelism when there is a
+    process group, and in ``torch.compile`` if asked; checkpoints always hold the bare network."""
+    train_net, ddp = net, None
+    if current().distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_net = ddp = DistributedDataParallel(net, device_ids=ids)
+    if compile:
+        train_net = torch.compile(train_net)
+    return ddp, train_net
 
 
 def cleanup() -> None:

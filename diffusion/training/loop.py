@@ -1,9 +1,7 @@
-r"""The training loop: the configured optimizer and learning-rate schedule (default AdamW with linear warm-up,
-``training/optim.py``), gradient clipping, EMA, mixed precision (``precision.py``), gradient accumulation, data
-parallelism, checkpoints that resume bit for bit (``rng.py``), a time budget (``budget.py``), and a clean stop on
-SIGTERM/Ctrl-C (``signals.py``).
-
-One optimizer step (Ho et al. 2020, Algorithm 1, averaged over a batch):
+r"""The training loop: optimizer and lr schedule (``optim.py``), gradient clipping, EMA, mixed precision
+(``precision.py``), gradient accumulation, data parallelism, checkpoints that resume bit for bit (``rng.py``),
+a time budget (``budget.py``) and a clean stop on SIGTERM/Ctrl-C (``signals.py``). One optimizer step (Ho et al.
+2020, Algorithm 1, averaged over a batch):
 
     for each of grad_accum micro-batches x_0 (this rank's share of trainer.batch_size):
         loss = mean_i L(x_0^i, t_i, eps_i)           t, eps drawn from the run's torch.Generator
@@ -11,10 +9,8 @@ One optimizer step (Ho et al. 2020, Algorithm 1, averaged over a batch):
     clip ||grad|| to grad_clip;  lr_k = lr_schedule(k) (default lr min(1, (k + 1) / warmup_steps));
     optimizer step (default AdamW);  EMA update
 
-After each step: stop on a request or when the time budget is used up (``StopReason``), log the window's
-means every ``log_every`` steps, then the ``Periodic`` actions: the checkpoint, and the evaluations the caller
-hands over (train.py: sample grid, bits/dim, FID; ``diffusion.evaluation.periodic``), each every ``*_every``
-steps and at the last step.
+After each step: stop on a request or when the time is up (``StopReason``), log every ``log_every`` steps, then
+the ``Periodic`` actions: the checkpoint and the evaluations handed over (train.py: ``diffusion.evaluation.periodic``).
 """
 from __future__ import annotations
 
@@ -26,10 +22,9 @@ import signal
 from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -40,11 +35,11 @@ from diffusion.training.actions import Periodic, TrainingView
 from diffusion.training.budget import TimeBudget
 from diffusion.training.build import build_eps_model, build_from_config, build_loss
 from diffusion.training.checkpoint import checkpoint_path, list_checkpoints, prune_checkpoints, save_checkpoint
-from diffusion.training.data import make_train_loader
+from diffusion.training.data import TrainBatches, split_batch
 from diffusion.training.ema import EMA, ema_decay_at
 from diffusion.training.errors import TrainingError
 from diffusion.training.logging import RunLogger
-from diffusion.training.optim import warmup_lr
+from diffusion.training.optim import build_lr_schedule, build_optimizer, warmup_lr
 from diffusion.training.precision import AMP_DTYPES, autocast, bf16_speedup, resolve_precision
 from diffusion.training.rng import RandomStreams
 from diffusion.training.signals import StopRequest
@@ -81,26 +76,22 @@ class Trainer:
         self.dist = D.current()
         self.device = pick_device(str(tc.device), self.dist.local_rank, setting="trainer.device")
         self.dataset, self.max_steps = dataset, int(tc.max_steps)
-        self.accum, self.micro_batch = self._split_batch()
+        self.image_shape = (int(dataset.channels), int(dataset.image_size), int(dataset.image_size))
+        self.accum, self.micro_batch = split_batch(int(tc.batch_size), int(tc.grad_accum), self.dist.world_size)
+        if self.max_steps < 0:
+            raise TrainingError(f"trainer.max_steps={tc.max_steps} must be >= 0")
         self._build_model()
         self._set_precision()
         self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup)
         self.params = [p for p in self.net.parameters() if p.requires_grad]  # listed once: walking modules costs
-        self.optimizer = instantiate(tc.optimizer, _partial_=True)(
-            self.params, lr=float(tc.lr), betas=tuple(tc.adam_betas), eps=float(tc.adam_eps),
-            weight_decay=float(tc.weight_decay))
-        self.lr_at = self._lr_schedule()
+        self.optimizer, self.lr_at = build_optimizer(self.params, tc), build_lr_schedule(tc, self.max_steps)
         self.rng = RandomStreams(self.device)
         self.generator = self.rng.noise  # the loss's times and noise, class-label dropout
         self.rng.seed(int(tc.seed), self.dist.rank)
-        self.loader, self.sampler = make_train_loader(
-            dataset, self.micro_batch, seed=int(tc.seed), rank=self.dist.rank, world_size=self.dist.world_size,
-            num_workers=int(tc.num_workers), pin_memory=self.device.type == "cuda", generator=self.rng.data)
-        self.batches_per_epoch = self.sampler.num_samples // self.micro_batch
-        if self.batches_per_epoch < 1:
-            raise TrainingError(f"the data set's {len(dataset)} images make no batch of {self.micro_batch} per process: "
-                                "lower trainer.batch_size")
-        self.ddp, self.train_model = self._wrap_for_training()
+        self.batches = TrainBatches(dataset, self.micro_batch, int(tc.seed), self.dist.rank, self.dist.world_size,
+                                    int(tc.num_workers), self.device.type == "cuda", generator=self.rng.data)
+        self.ddp, train_net = D.wrap_for_training(self.net, self.device, compile=bool(tc.compile))
+        self.train_model = build_eps_model(train_net, self.process, self.cfg)
         self.ema_model = build_eps_model(self.ema.net, self.process, self.cfg)
         self.step = 0
         if resume is not None:
@@ -112,17 +103,6 @@ class Trainer:
         self.periodic = [self._checkpoints, *evaluations]
 
     # ---- set-up -----------------------------------------------------------------------------------------
-    def _split_batch(self) -> tuple[int, int]:
-        """(grad_accum, micro-batch): trainer.batch_size split over the processes and accumulation steps."""
-        tc, world = self.tcfg, self.dist.world_size
-        accum = int(tc.grad_accum)
-        if accum < 1 or tc.batch_size < 1 or tc.batch_size % (world * accum):
-            raise TrainingError(f"trainer.batch_size={tc.batch_size} must be a positive multiple of processes x grad_accum "
-                                f"= {world} x {accum}: change trainer.batch_size or trainer.grad_accum")
-        if tc.max_steps < 0:
-            raise TrainingError(f"trainer.max_steps={tc.max_steps} must be >= 0")
-        return accum, tc.batch_size // (world * accum)
-
     def _build_model(self) -> None:
         """The process, the network on the device (identical initial weights on every rank: DDP would broadcast
         rank 0's anyway), its eps model (unwrapped: for probing and sampling set-up) and the loss."""
@@ -138,7 +118,7 @@ class Trainer:
     def _set_precision(self) -> None:
         """trainer.precision resolved (``auto`` on a CPU: timed on rank 0, shared) into ``self.cfg``."""
         requested = getattr(self.tcfg.precision, "value", str(self.tcfg.precision))
-        shape = (self.micro_batch, *self._image_shape())
+        shape = (self.micro_batch, *self.image_shape)
         probe = partial(bf16_speedup, self.loss_fn, self.model, self.net, shape, self.device, self.num_classes)
         self.precision = resolve_precision(requested, self.device,
                                            lambda: D.broadcast_object(probe() if self.dist.is_main else None))
@@ -146,48 +126,18 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES[self.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
-    def _lr_schedule(self) -> Callable[[int], float]:
-        tc = self.tcfg
-        lr_at = partial(instantiate(tc.lr_schedule, _partial_=True), lr=float(tc.lr),
-                        warmup_steps=int(tc.warmup_steps), max_steps=self.max_steps)
-        lr_at(0)  # a bad schedule option fails here, before training
-        return lr_at
-
-    def _wrap_for_training(self) -> tuple[Any, Callable[..., Tensor]]:
-        """(the DDP module or None, the eps model training calls): the network wrapped for data parallelism
-        and ``torch.compile`` as configured; checkpoints always hold the bare network."""
-        train_net: torch.nn.Module = self.net
-        ddp = None
-        if self.dist.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            train_net = ddp = DistributedDataParallel(self.net, device_ids=ids)
-        if self.tcfg.compile:
-            train_net = torch.compile(train_net)
-        return ddp, build_eps_model(train_net, self.process, self.cfg)
-
-    def _image_shape(self) -> tuple[int, int, int]:
-        return int(self.dataset.channels), int(self.dataset.image_size), int(self.dataset.image_size)
-
     def _autocast(self):
         return autocast(self.device, self.amp_dtype)
 
     def view(self) -> TrainingView:
         """The run as the periodic evaluations see it now."""
-        return TrainingView(self.ema_model, self.process, self.step, self.logger, self.device, self._image_shape(),
+        return TrainingView(self.ema_model, self.process, self.step, self.logger, self.device, self.image_shape,
                             self.num_classes, self.dist.is_main, self._autocast)
 
     # ---- one optimizer step ---------------------------------------------------------------------------
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """Micro-batches forever, starting where step ``self.step`` left off."""
-        done = self.step * self.accum
-        while True:
-            epoch, k = divmod(done, self.batches_per_epoch)
-            self.sampler.set_position(epoch, k * self.micro_batch)
-            for images, labels in self.loader:
-                yield images, labels
-                done += 1
+        return self.batches.after(self.step * self.accum)
 
     def _labels(self, labels: Tensor) -> Tensor | None:
         if self.num_classes is None:
@@ -235,10 +185,10 @@ class Trainer:
         budget = TimeBudget(tc.max_minutes, tc.fit_budget, self.step, self.max_steps, self.device)
         bar = tqdm(total=self.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.dist.is_main and tc.progress), mininterval=1.0)
-        reason = StopReason.max_steps
+        stop = None
         try:
             with self.stop.handlers():
-                while self.step < self.max_steps:
+                while self.step < self.max_steps and stop is None:
                     loss, grad_norm, lr = self.train_step(batches)
                     fitted = budget.after_step(self.step, self.max_steps, self.periodic, window.all_excluded_seconds, self.view)
                     if fitted is not None:
@@ -250,19 +200,15 @@ class Trainer:
                         self._log_window(window, lr, bar)
                     if stop is StopReason.signal:
                         self.save()
-                        reason = stop
-                        break
+                        continue
                     final = stop is StopReason.time or self.step == self.max_steps
                     with window.excluded():
-                        for action in self.periodic:
-                            if action.due(self.step, final):
-                                action.run(self.view())
-                    if stop is StopReason.time:
-                        reason = stop
-                        break
+                        for action in (a for a in self.periodic if a.due(self.step, final)):
+                            action.run(self.view())
+            reason = stop or StopReason.max_steps
             if self._last_saved != self.step and self.step > start_step:
                 self.save()
-            in_sync = self._check_replicas()
+            in_sync = D.check_replicas(self.net, self.step)
         finally:
             bar.close()
             self.logger.close()
@@ -273,7 +219,7 @@ class Trainer:
     def set_max_steps(self, max_steps: int, bar=None) -> None:
         """Train to ``max_steps`` (the budget fit's choice): the lr schedule is rebuilt to end there."""
         self.max_steps = max_steps
-        self.lr_at = self._lr_schedule()
+        self.lr_at = build_lr_schedule(self.tcfg, max_steps)
         if bar is not None:
             bar.total = max_steps
             bar.refresh()
@@ -300,15 +246,6 @@ class Trainer:
             log.info(f"trainer.max_minutes={self.tcfg.max_minutes} reached at step {step} of {self.max_steps}")
             return StopReason.time
         return None
-
-    def _check_replicas(self) -> bool | None:
-        if not self.dist.distributed:
-            return None
-        ok = D.replicas_in_sync(self.net)
-        if self.dist.is_main:
-            say = log.info if ok else log.error
-            say(f"DDP: weights {'identical' if ok else 'differ'} on all {self.dist.world_size} ranks after step {self.step}")
-        return ok
 
     def _log_window(self, window: Window, lr: float, bar) -> None:
         """Mean loss and grad norm over the window, lr, EMA decay and training throughput to TensorBoard."""
