@@ -263,3 +263,18 @@ def test_final_cost_estimate_ignores_the_first_calls_set_up(tmp_path):
     terms = bound_cost(trainer.process, trainer.tcfg.bpd_t_samples)
     assert terms >= 100 and bits.seconds < 0.3 * terms / 2             # the sleep alone would give 0.3 terms
     assert grids.seconds < 0.3 * int(trainer.cfg.sampler.steps) / 2
+
+
+def test_the_callers_config_stays_as_given(tmp_path):
+    """The Trainer resolves loss=auto, prediction=auto and the precision in its own copy (what config.yaml and the
+    checkpoints save); the config it was given is not changed, so train.py writes config.yaml once."""
+    from omegaconf import OmegaConf
+
+    cfg = tiny_cfg("trainer.max_steps=1", "trainer.precision=auto")
+    before = OmegaConf.to_yaml(cfg)
+    trainer = Trainer(cfg, tmp_path, tiny_images())
+    trainer.fit()
+    assert OmegaConf.to_yaml(cfg) == before
+    assert (trainer.cfg.loss._target_, trainer.cfg.prediction) == ("diffusion.losses.FlowMatching", "velocity")
+    assert trainer.cfg.trainer.precision.value == trainer.precision in ("fp32", "bf16")
+    assert load_checkpoint(tmp_path)["config"] == OmegaConf.to_yaml(trainer.cfg, resolve=True)
