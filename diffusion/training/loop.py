@@ -292,9 +292,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        fit = state.get("budget_fit") or {}
-        if fit.get("configured") == int(self.tcfg.max_steps) and fit["max_steps"] != self.max_steps:
-            self.set_max_steps(int(fit["max_steps"]))  # the budget fit's choice holds unless trainer.max_steps changed
+        fit = state.get("budget_fit") if isinstance(state.get("budget_fit"), dict) else {}
+        if fit.get("configured") == self.tcfg.max_steps and isinstance(fit.get("max_steps"), int):
+            self.set_max_steps(fit["max_steps"])  # the budget fit's choice holds unless trainer.max_steps changed
         rng = state.get("rng") or []
         if len(rng) == self.dist.world_size:
             self.rng.load(rng[self.dist.rank])
