@@ -26,7 +26,7 @@ from diffusion.conditioning.masks import build_mask
 from diffusion.device import pick_device
 from diffusion.errors import EvaluationError
 from diffusion.runs import build_data, load_run
-from diffusion.runs.store import nchw_to_nhwc, save_grid, to_uint8
+from diffusion.runs.store import nchw_to_nhwc, save_uint8_grid, to_uint8
 from diffusion.samplers import sampler_from_config
 from diffusion.utils import write_atomic
 
@@ -92,7 +92,7 @@ def _inpaint(cfg, spec, process, model, images, device, out: Path, path) -> dict
     pad = (-n) % cols  # fill the last block's rows with white
     padded = [torch.cat([t, torch.full((pad, c, h, w), 255, dtype=torch.uint8)]) for t in (images, shown, completions)]
     blocks = [torch.cat([t[j: j + cols] for t in padded]) for j in range(0, n + pad, cols)]
-    grid = save_grid(torch.cat(blocks), out / "inpaint.png", nrow=cols)
+    grid = save_uint8_grid(torch.cat(blocks), out / "inpaint.png", nrow=cols)
     masks = (known.to(torch.uint8) * 255)
     npz = out / "inpaint.npz"
     write_atomic(npz, lambda f: np.savez(f, arr_0=nchw_to_nhwc(completions), inputs=nchw_to_nhwc(images),
@@ -111,7 +111,7 @@ def _interpolate(cfg, process, model, images, device, out: Path, path) -> dict:
           f"{int(ic.frames)} frames on {device}")
     frames = interpolate(process, model, a, b, frames=int(ic.frames), rtol=float(ic.rtol), atol=float(ic.atol))
     strip = torch.cat([images[pair[0]][None], to_uint8(frames.cpu()), images[pair[1]][None]])
-    png = save_grid(strip, out / "interpolate.png", nrow=len(strip))
+    png = save_uint8_grid(strip, out / "interpolate.png", nrow=len(strip))
     npz = out / "interpolate.npz"
     write_atomic(npz, lambda f: np.savez(f, arr_0=nchw_to_nhwc(strip)))
     print(f"wrote {png} and {npz}")

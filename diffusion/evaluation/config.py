@@ -14,6 +14,9 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
+from diffusion.errors import EvaluationError
+from diffusion.likelihood.bound import VARIANCES
+
 
 class Task(Enum):
     likelihood = "likelihood"
@@ -46,6 +49,15 @@ class InterpolateConfig:  # sample.py task=interpolate: ODE latents of two image
 class Divergence(Enum):
     exact = "exact"
     hutchinson = "hutchinson"
+
+
+class Dtype(Enum):  # the likelihood's arithmetic
+    float32 = "float32"
+    float64 = "float64"
+
+
+#: the DDPM bound's reverse variances (``likelihood.bound.VARIANCES``)
+Variance = Enum("Variance", {v: v for v in VARIANCES})
 
 
 @dataclass
@@ -93,11 +105,11 @@ class LikelihoodConfig:
     t_samples: Optional[int] = 16  # bounds' Monte-Carlo draws (DDPM: importance-sampled steps; SDE: strata); None: all terms / 256 strata
     sde_bound: bool = True  # DDPM: also the continuous-time bound of its continuous view
     steps: Optional[int] = 10  # DDPM: the chain length K of the second DDPM bound (the full chain is always there)
-    variances: List[str] = field(default_factory=lambda: ["beta_tilde", "analytic"])  # DDPM bound's reverse variances
+    variances: List[Variance] = field(default_factory=lambda: [Variance.beta_tilde, Variance.analytic])  # DDPM bound's reverse variances
     gamma: Optional[str] = None  # Analytic-DPM's Gamma (JSON); default <run>/eval/gamma_<ema|raw>.json, estimated if missing
     gamma_steps: int = 100  # grid of the Gamma estimate (interpolated in between)
     gamma_images: int = 8  # training images per grid step for the Gamma estimate
-    dtype: str = "float32"  # float32 | float64
+    dtype: Dtype = Dtype.float32  # float32 | float64
 
 
 @dataclass
@@ -141,3 +153,17 @@ class EvaluateConfig:
     fid: FIDConfig = field(default_factory=FIDConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
+
+
+#: the top-level ``n=`` of each task: its default when unset and what it counts (task=schedule: ``schedule.n``)
+COUNTS = {Task.likelihood: (32, "test images"), Task.sweep: (256, "samples per row"), Task.schedule: (None, "fitting draws")}
+
+
+def count(cfg: EvaluateConfig) -> int:
+    """The task's ``n``: a positive count, else a one-line error (a negative n would slice [:n] and silently drop
+    images)."""
+    default, what = COUNTS[cfg.task]
+    given = cfg.n if cfg.n is not None else (cfg.schedule.n if default is None else default)
+    if int(given) < 1:
+        raise EvaluationError(f"n={given} must be a positive number of {what}")
+    return int(given)

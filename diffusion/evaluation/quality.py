@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from diffusion.errors import EvaluationError
@@ -93,6 +94,37 @@ def build_quality(shape: tuple[int, ...], reference: Callable[[], Tensor] | None
             quality.notes.append(str(e))
             log(f"{e} (the FID column says n/a)")
     return quality
+
+
+def data_quality(shape: tuple[int, ...], data_cfg: DictConfig | None, **options: Any) -> Quality:
+    """``build_quality`` for samples of a data config's images: FID against its train split, with its floor on the
+    test split where the data set has one. Without a data config (a run that saved none): no reference, no floor.
+    ``options``: ``build_quality``'s keywords (fid, digit_fd, inception_weights, device, log, ...). The one home of
+    the sample-quality setup of ``evaluate.py`` (sweep, fid) and of the scores logged during training."""
+    from diffusion.runs.load import build_data
+
+    if data_cfg is None:
+        return build_quality(tuple(shape), None, data_target=None, heldout=None, **options)
+
+    def reference() -> Tensor:
+        return dataset_images(build_data(data_cfg, "train"))
+
+    def heldout() -> Tensor | None:  # real images FID's floor is measured on: the test split, where there is one
+        try:
+            return dataset_images(build_data(data_cfg, "test"))
+        except Exception:  # noqa: BLE001 - no test split (a folder of images): no floor
+            return None
+
+    return build_quality(tuple(shape), reference, data_target=data_cfg.get("_target_"), heldout=heldout, **options)
+
+
+def digit_reference() -> DictConfig:
+    """The data config of the bundled MNIST5k (``configs/data/mnist5k.yaml``, from the class's signature): what
+    1x28x28 digit samples are compared with when no run and no ``data=`` say otherwise."""
+    from diffusion.data import MNIST5k
+    from diffusion.schemas import schema_from_signature
+
+    return OmegaConf.structured(schema_from_signature(MNIST5k, "diffusion.data.MNIST5k"))
 
 
 def _v(value: Any, digits: int = 3, scale: float = 1.0) -> str:

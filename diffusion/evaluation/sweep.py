@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from diffusion.runs.generate import generate
-from diffusion.runs.store import json_safe, save_grid
+from diffusion.runs.store import json_safe, save_uint8_grid
 from diffusion.processes.base import Process
 from diffusion.samplers.spec import SamplerSpec
 from diffusion.samplers.common import FITTED
@@ -61,7 +61,7 @@ def run_sweep(process: Process, model: Callable, shape: Sequence[int],
                **{k: scores.get(k) for k in METRICS}, **{k: v for k, v in scores.items() if k not in METRICS}}
         rows.append(row)
         if grid_dir is not None:
-            save_grid(images[:16], Path(grid_dir) / f"{name.replace(' ', '_')}_{s}.png")
+            save_uint8_grid(images[:16], Path(grid_dir) / f"{name.replace(' ', '_')}_{s}.png")
         log(" ".join(f"{k}={_fmt(v)}" for k, v in row.items() if not isinstance(v, (list, dict))))
     return rows
 

@@ -7,9 +7,9 @@ sample.py and evaluate.py.
 """
 from diffusion.runs.generate import GenerationStats, batch_generator, check_request, class_labels_for, generate
 from diffusion.runs.load import (TrainedRun, build_data, config_from_checkpoint, load_model, load_run, num_classes_of,
-                                 run_dir_of, sample_shape)
-from diffusion.runs.store import BatchStore, load_images, save_grid, save_npz, to_uint8
+                                 run_dir_of, sample_shape, saved_config)
+from diffusion.runs.store import BatchStore, load_images, save_grid, save_npz, save_uint8_grid, to_uint8
 
 __all__ = ["GenerationStats", "batch_generator", "check_request", "class_labels_for", "generate", "TrainedRun", "build_data",
-           "config_from_checkpoint", "load_model", "load_run", "num_classes_of", "run_dir_of", "sample_shape",
-           "BatchStore", "load_images", "save_grid", "save_npz", "to_uint8"]
+           "config_from_checkpoint", "load_model", "load_run", "num_classes_of", "run_dir_of", "sample_shape", "saved_config",
+           "BatchStore", "load_images", "save_grid", "save_npz", "save_uint8_grid", "to_uint8"]

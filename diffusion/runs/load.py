@@ -38,6 +38,13 @@ def config_from_checkpoint(state: dict, trust: bool = False) -> DictConfig:
     return cfg
 
 
+def saved_config(ckpt: str | os.PathLike, trust: bool = False) -> tuple[DictConfig, Path]:
+    """The run config saved in a checkpoint file (or a run folder's latest) and that file's path, checked as
+    ``config_from_checkpoint`` checks it; no model is built."""
+    state = load_checkpoint(ckpt)
+    return config_from_checkpoint(state, trust=trust), Path(state["path"])
+
+
 def load_model(ckpt: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu",
                trust_config: bool = False) -> tuple[EpsModel, Process, DictConfig]:
     """Rebuild the trained eps model from a checkpoint file or a run folder (its latest checkpoint).
@@ -129,9 +136,15 @@ class TrainedRun:
         return run_dir_of(self.path)
 
     @property
-    def weights(self) -> dict[str, str | bool]:
-        """Which weights these are, as files fitted to them record it (``evaluation.schedule``)."""
+    def provenance(self) -> dict[str, str | bool]:
+        """Where the weights come from (checkpoint file, EMA or raw), as files fitted to them record it
+        (``evaluation.schedule``)."""
         return {"checkpoint": str(self.path.resolve()), "ema": self.ema}
+
+    @property
+    def weights(self) -> dict[str, str | bool]:
+        """Deprecated alias of ``provenance`` (it never held the weights)."""
+        return self.provenance
 
     @property
     def num_classes(self) -> int | None:
@@ -155,5 +168,5 @@ def load_run(ckpt: str | os.PathLike, ema: bool = True, device: str | torch.devi
     return TrainedRun(model, process, cfg, path, bool(ema))
 
 
-__all__ = ["TrainedRun", "load_run", "load_model", "config_from_checkpoint", "run_dir_of", "build_data",
+__all__ = ["TrainedRun", "load_run", "load_model", "config_from_checkpoint", "saved_config", "run_dir_of", "build_data",
            "num_classes_of", "sample_shape"]

@@ -55,13 +55,14 @@ def nhwc_to_nchw(images: np.ndarray | Tensor) -> Tensor:
     return torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def save_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> Path:
-    """A square-ish PNG grid of uint8 images (N, C, H, W); written atomically."""
+def save_uint8_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> Path:
+    """A square-ish PNG grid of uint8 images (N, C, H, W); written atomically. (``training.logging`` has its own
+    grid writer for the model's float images in [-1, 1].)"""
     from torchvision.utils import make_grid
 
     images = torch.as_tensor(images)
     if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"save_grid takes uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(f"save_uint8_grid takes uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
     nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
     grid = make_grid(images.cpu(), nrow=nrow, padding=padding, pad_value=255)  # (C', H', W') uint8
     array = grid.permute(1, 2, 0).numpy()
@@ -70,6 +71,10 @@ def save_grid(images: Tensor, path: str | os.PathLike, nrow: int | None = None, 
     path = Path(path)
     write_atomic(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
     return path
+
+
+#: the old name of ``save_uint8_grid`` (public API, kept as an alias)
+save_grid = save_uint8_grid
 
 
 def save_npz(path: str | os.PathLike, images_nhwc: np.ndarray, labels: np.ndarray | None = None) -> Path:

@@ -1,23 +1,11 @@
-"""The few-step record's verdicts (benchmarks/samplers.py, ``_fewstep_tables``) on a made-up table of excesses:
+"""The few-step record's verdicts (benchmarks/lib/fewstep.py, ``tables``) on a made-up table of excesses:
 at 5 and 6 NFE ours must have at most half the best peer's excess, at 10 NFE at most the peer's (within 0.01: a
 tie at the ODE limit); a miss whose aim lies below the ODE limit is marked out of reach."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _samplers_benchmark():
-    spec = importlib.util.spec_from_file_location("samplers_benchmark", REPO / "benchmarks" / "samplers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_aim_verdicts():
-    bench = _samplers_benchmark()
+def test_aim_verdicts(bench_lib):
+    fewstep = bench_lib.fewstep
     limit = {"a, wide": 0.1, "b, narrow": 0.4}
     cells = {  # (mixture, nfe): (ours, best peer)
         ("a, wide", 5): (0.4, 1.0), ("a, wide", 6): (0.6, 1.0), ("a, wide", 10): (-0.5, -0.505),
@@ -28,8 +16,8 @@ def test_aim_verdicts():
         summary[(m, "DDPM", "ours unipc gits", k)] = ours
         summary[(m, "DDPM", "ours ddim logsnr", k)] = ours + 5  # never the best of ours
         summary[(m, "DDPM", "diffusers X", k)] = peer
-        summary[(m, "DDPM", bench.REFERENCE, k)] = limit[m]
-    lines = bench._fewstep_tables(summary, (5, 6, 10), None)
+        summary[(m, "DDPM", fewstep.REFERENCE, k)] = limit[m]
+    lines = fewstep.tables(summary, (5, 6, 10))
     rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in lines if line.startswith("| DDPM |")}
     verdict = {key: row.rstrip(" |").rsplit("|", 1)[1].strip() for key, row in rows.items()}
     assert verdict[("DDPM", "5", "a")] == "met"  # 0.4 of the peer's excess

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion.runs.store import BatchStore, load_images, save_grid, save_npz, to_uint8
+from diffusion.runs.store import BatchStore, load_images, save_grid, save_npz, save_uint8_grid, to_uint8
 
 
 def test_to_uint8_inverts_the_data_scaling():
@@ -56,6 +56,12 @@ def test_grid_png(tmp_path):
     assert grid.shape == (2 * 4 + 3 * 2, 3 * 4 + 4 * 2)
     assert (grid == 7).sum() == 6 * 16
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_grid_png_old_name_is_an_alias_and_floats_are_refused(tmp_path):
+    assert save_grid is save_uint8_grid
+    with pytest.raises(ValueError, match="uint8 images"):  # floats in [-1, 1] are training.logging's grids
+        save_uint8_grid(torch.zeros(2, 1, 4, 4), tmp_path / "f.png")
 
 
 def test_batch_store_refuses_other_settings(tmp_path):
