@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from diffusion.evaluation.quality import data_quality
 from diffusion.samplers import SamplerSpec, sampler_from_config
 from diffusion.training.actions import Periodic, TrainingView
 from diffusion.training.budget import forward_seconds
@@ -112,20 +113,6 @@ class FidLog:
         self.inception = bool(tc.get("fid_inception", True))
         self.quality = None
 
-    def _build_quality(self, view: TrainingView):
-        from diffusion.evaluation.quality import build_quality, dataset_images
-        from diffusion.runs import build_data
-
-        def heldout():
-            try:
-                return dataset_images(build_data(self.data_cfg, "test"))
-            except Exception:  # noqa: BLE001 - a data set without a test split: no floor
-                return None
-
-        return build_quality(view.image_shape, lambda: dataset_images(build_data(self.data_cfg, "train")),
-                             data_target=self.data_cfg.get("_target_"), device=view.device,
-                             fid="auto" if self.inception else False, heldout=heldout, log=log.warning)
-
     @torch.no_grad()
     def __call__(self, view: TrainingView) -> dict[str, Any] | None:
         """Score the samples and log them (main rank); the scores, or None when nothing can be scored."""
@@ -133,8 +120,9 @@ class FidLog:
             return None
         from diffusion.runs import generate
 
-        if self.quality is None:
-            self.quality = self._build_quality(view)
+        if self.quality is None:  # as evaluate.py task=fid scores: against the train split, the floor on the test split
+            self.quality = data_quality(view.image_shape, self.data_cfg, device=view.device, log=log.warning,
+                                        fid="auto" if self.inception else False)
         if self.quality.fid is None and self.quality.digits is None:
             return None
         # the same seeds every time, so the curve shows the model changing, not the noise; the network runs in
