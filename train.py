@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a diffusion model.
 
-    python train.py                                   # unet_mnist, DDPM, 5,000 bundled MNIST digits
+    python train.py                                   # unet_mnist, rectified flow, 5,000 bundled MNIST digits
     python train.py process=vpsde loss=dsm trainer.max_steps=5000
     python train.py experiment=ddpm_cifar10           # Ho et al. 2020's CIFAR-10 recipe (needs a GPU)
     python train.py -m process=ddpm,vpsde             # a sweep: one run folder per job
@@ -27,20 +27,17 @@ def run(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from diffusion import config as schema
-    from diffusion.device import describe_machine
+    from diffusion.evaluation.periodic import training_evaluations
     from diffusion.runs import config_from_checkpoint
     from diffusion.training import distributed as D
     from diffusion.training.checkpoint import load_checkpoint, require_checkpoints
     from diffusion.training.loop import Trainer
-    from diffusion.training.setup import (align_model_with_data, final_report, holdout_batch, relative,
+    from diffusion.training.setup import (align_model_with_data, check_config, describe_run, final_report, relative,
                                           resume_config)
 
-    # "+trainer.x=1" is added past the schema's struct flag: check the composed config once more
-    OmegaConf.merge(OmegaConf.structured(schema.TrainConfig), OmegaConf.to_container(cfg))
+    check_config(cfg)
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    state = None
+    run_dir, state = Path(hydra_cfg.runtime.output_dir), None
     if cfg.resume:
         state = load_checkpoint(require_checkpoints(run_dir))
         saved = config_from_checkpoint(state, trust=cfg.trust_checkpoint_config)
@@ -48,19 +45,14 @@ def run(cfg: DictConfig) -> dict:
         log.info(f"resuming {state['path']} at step {state['step']}")
     dataset = instantiate(cfg.data)
     align_model_with_data(cfg, dataset)
-    holdout = holdout_batch(cfg, dataset) if cfg.trainer.bpd_every > 0 else None
-    trainer = Trainer(cfg, run_dir, dataset, resume=state, holdout=holdout)
-    main_rank = D.current().is_main
-    if main_rank:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        log.info(f"run folder {run_dir}: {trainer.micro_batch} images x {trainer.accum} accumulation x "
-                 f"{D.current().world_size} processes per step on {trainer.device} ({describe_machine(trainer.device)}), "
-                 f"precision {trainer.precision}")
+    # sample grids, bits/dim, FID: what the trainer.*_every settings switch on (the grids' sampler is checked here)
+    trainer = Trainer(cfg, run_dir, dataset, resume=state, evaluations=training_evaluations(cfg, dataset))
+    if D.current().is_main:  # the resolved config (loss, prediction, precision), as every checkpoint saves it
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(trainer.cfg, resolve=True))
+        log.info(describe_run(trainer, run_dir))
     summary = trainer.fit()
-    if main_rank:
-        # trainer.fit_budget may have lowered max_steps to fit the time budget
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        print(final_report(summary, cfg, relative(run_dir)), flush=True)
+    if D.current().is_main:
+        print(final_report(summary, trainer.cfg, relative(run_dir)), flush=True)
     return summary
 
 
@@ -72,21 +64,11 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> int:
-    from diffusion import config as schema
     from diffusion.cli import run_main
     from diffusion.training import distributed as D
 
-    def distributed_main() -> None:
-        info = D.init_distributed()
-        if info.distributed:
-            # one run folder for all ranks: everyone names it with rank 0's time stamp
-            schema.set_run_stamp(D.broadcast_object(schema.run_stamp()))
-            if not info.is_main:
-                sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
-        hydra_main()
-
     try:
-        return run_main("train.py", distributed_main)
+        return run_main("train.py", lambda: D.launch(hydra_main))  # under torchrun: every rank, one run folder
     finally:
         D.cleanup()
 

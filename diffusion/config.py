@@ -142,13 +142,9 @@ class TrainConfig:
 
 
 # ---- processes, losses and samplers: schemas generated from their signatures (diffusion/schemas.py) ----------
-#: configs/loss/<file>.yaml -> the loss class it extends (the process is passed when the loss is built)
-LOSSES = {"eps_mse": "EpsMSE", "dsm": "DSM", "hybrid": "HybridLoss", "vlb": "VLBLoss", "edm": "EDMLoss",
-          "flow_matching": "FlowMatching"}
-
-
 def generated_schemas() -> dict[tuple[str, str], type]:
-    """``(group, name) -> dataclass`` for every process (by ``Process.name``), loss and registered sampler."""
+    """``(group, name) -> dataclass`` for every process (by ``Process.name``), loss (``losses.LOSSES``: the process
+    is passed when the loss is built) and registered sampler."""
     from diffusion import losses, processes, samplers
     from diffusion.buildable import _REGISTERED
     from diffusion.schemas import schema_from_signature
@@ -159,8 +155,8 @@ def generated_schemas() -> dict[tuple[str, str], type]:
             public = f"diffusion.processes.{obj.__name__}"
             target = public if getattr(processes, obj.__name__, None) is obj else path
             out[("schema/process", obj.name)] = schema_from_signature(obj, target)
-    for key, cls in LOSSES.items():
-        out[("schema/loss", key)] = schema_from_signature(getattr(losses, cls), f"diffusion.losses.{cls}",
+    for key, cls in losses.LOSSES.items():
+        out[("schema/loss", key)] = schema_from_signature(cls, f"diffusion.losses.{cls.__name__}",
                                                           skip=("process",), fixed={"_partial_": True})
     steps = inspect.signature(samplers.SamplerSpec).parameters["steps"].default
     for name, fn in samplers.SAMPLERS.items():
@@ -184,6 +180,15 @@ def run_stamp() -> str:
 
 def set_run_stamp(stamp: str) -> None:
     _stamp[:] = [stamp]
+
+
+def __getattr__(name: str):
+    # the loss table lives with the losses (diffusion.losses.LOSSES, name -> class); this old name maps to class names
+    if name == "LOSSES":
+        from diffusion.losses import LOSSES
+
+        return {key: cls.__name__ for key, cls in LOSSES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register() -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from diffusion.buildable import buildable
+from diffusion.errors import ConfigError
 from diffusion.likelihood.bound import ddpm_prior_kl, ddpm_terms
 from diffusion.parameterization import from_eps, to_eps
 from diffusion.preconditioning import sigma_data
@@ -241,14 +242,26 @@ class HybridLoss:
                 + self.vlb_weight * self.vlb(model, x0, class_labels, generator))
 
 
+#: configs/loss/<name>.yaml -> the loss class it extends (config.py generates each one's schema from this table)
+LOSSES = {"eps_mse": EpsMSE, "dsm": DSM, "hybrid": HybridLoss, "vlb": VLBLoss, "edm": EDMLoss, "flow_matching": FlowMatching}
+
+
+def auto_loss(process: Process) -> str:
+    """The name ``loss=auto`` means for ``process``: its ``default_loss`` (flow matching for rectified flow, EDM's
+    loss for EDM, eps-MSE for the others). The one place ``loss=auto`` is resolved."""
+    name = type(process).default_loss
+    if name not in LOSSES:
+        raise ConfigError(f"{type(process).__name__}.default_loss={name!r} is not one of {', '.join(LOSSES)}: "
+                          "set loss= explicitly")
+    return name
+
+
 @buildable
 def default_loss(process: Process):
-    """``loss=auto`` (configs/loss/auto.yaml): the loss ``process`` trains with unless told otherwise, its
-    ``default_loss`` (flow matching for rectified flow, EDM's loss for EDM, eps-MSE for the others) with that loss's
-    defaults. Training writes the concrete loss into the run's config instead (``training.build.resolve_formulation``)."""
-    from diffusion.config import LOSSES
-
-    return globals()[LOSSES[type(process).default_loss]](process)
+    """``loss=auto`` (configs/loss/auto.yaml): the loss ``auto_loss(process)`` names, with that loss's defaults.
+    Training writes the concrete loss into the run's config instead (``training.build.resolve_formulation``)."""
+    return LOSSES[auto_loss(process)](process)
 
 
-__all__ = ["EpsMSE", "DSM", "VLBLoss", "HybridLoss", "EDMLoss", "FlowMatching", "default_loss", "min_snr_weight"]
+__all__ = ["EpsMSE", "DSM", "VLBLoss", "HybridLoss", "EDMLoss", "FlowMatching", "default_loss", "auto_loss", "LOSSES",
+           "min_snr_weight"]

@@ -163,3 +163,27 @@ def test_gradients_flow_and_labels_pass_through(make):
     assert all(seen is labels for seen in net.seen)
 
 
+
+
+@pytest.mark.parametrize("process_name, loss_name", [("DDPM", "EpsMSE"), ("VPSDE", "EpsMSE"), ("VESDE", "EpsMSE"),
+                                                     ("RectifiedFlow", "FlowMatching"), ("EDM", "EDMLoss")])
+def test_loss_auto_is_resolved_by_the_losses_table(process_name, loss_name):
+    """loss=auto: auto_loss names the process's default_loss in losses.LOSSES, the one table of loss names;
+    default_loss builds that class, and config.LOSSES (its old place) reads the same table."""
+    from diffusion import config, losses, processes
+
+    process = getattr(processes, process_name)()
+    name = losses.auto_loss(process)
+    assert losses.LOSSES[name].__name__ == loss_name and type(losses.default_loss(process)).__name__ == loss_name
+    assert config.LOSSES == {key: cls.__name__ for key, cls in losses.LOSSES.items()}
+
+
+def test_unknown_default_loss_is_a_one_line_error():
+    from diffusion.errors import ConfigError
+    from diffusion.losses import auto_loss
+
+    class Odd(VPSDE):
+        default_loss = "nope"
+
+    with pytest.raises(ConfigError, match="default_loss='nope' is not one of eps_mse, dsm.*set loss= explicitly"):
+        auto_loss(Odd())

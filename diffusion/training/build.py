@@ -22,10 +22,10 @@ def resolve_formulation(cfg: DictConfig) -> None:
     from hydra.utils import get_class
 
     from diffusion.config import generated_schemas
+    from diffusion.losses import auto_loss
 
     if str(cfg.loss.get("_target_", "")) == "diffusion.losses.default_loss":
-        name = type(build_process(cfg)).default_loss
-        cfg.loss = OmegaConf.structured(generated_schemas()[("schema/loss", name)])
+        cfg.loss = OmegaConf.structured(generated_schemas()[("schema/loss", auto_loss(build_process(cfg)))])
     if str(cfg.get("prediction", "eps")) == "auto":
         cfg.prediction = getattr(get_class(str(cfg.loss._target_)), "prediction", "eps")
 

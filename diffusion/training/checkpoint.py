@@ -5,7 +5,9 @@ A checkpoint ``<run dir>/checkpoints/ckpt_<step>.pt`` is a dict of tensors, numb
     {"format": "diffusion-ckpt", "version": 1, "step": int,
      "model": state_dict, "ema": state_dict, "optimizer": state_dict, "scaler": state_dict,
      "rng": [per-process {"torch", "cuda", "generator", "data"} RNG states as tensors],
-     "config": the resolved training config as a YAML string}
+     "config": the resolved training config as a YAML string,
+     "budget_fit": {"configured": trainer.max_steps, "max_steps": where the run trains to (fewer where the time
+                    budget's fit lowered it; a resume with the same trainer.max_steps keeps it)}}
 
 Atomic write (``diffusion.utils.write_atomic``): the bytes go to a temporary file in the same folder, are
 flushed and fsync'ed, and only then ``os.replace`` gives the file its name (a rename within one file system

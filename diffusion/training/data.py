@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from diffusion.data import InMemoryImages, InMemoryLoader
+from diffusion.training.errors import TrainingError
 
 
 class ResumableSampler(DistributedSampler):
@@ -49,3 +50,35 @@ def make_train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int = 
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
                         pin_memory=pin_memory, persistent_workers=num_workers > 0, generator=generator)
     return loader, sampler
+
+
+def split_batch(batch_size: int, grad_accum: int, world_size: int) -> tuple[int, int]:
+    """(grad_accum, micro-batch): the global ``batch_size`` of one optimizer step split over the processes and the
+    accumulation steps."""
+    if grad_accum < 1 or batch_size < 1 or batch_size % (world_size * grad_accum):
+        raise TrainingError(f"trainer.batch_size={batch_size} must be a positive multiple of processes x grad_accum "
+                            f"= {world_size} x {grad_accum}: change trainer.batch_size or trainer.grad_accum")
+    return grad_accum, batch_size // (world_size * grad_accum)
+
+
+class TrainBatches:
+    """This rank's micro-batches of ``micro_batch`` images (``make_train_loader``'s arguments), from any position."""
+
+    def __init__(self, dataset: Dataset, micro_batch: int, seed: int, rank: int = 0, world_size: int = 1,
+                 num_workers: int = 0, pin_memory: bool = False, generator: torch.Generator | None = None):
+        self.loader, self.sampler = make_train_loader(dataset, micro_batch, seed, rank, world_size, num_workers,
+                                                      pin_memory, generator)
+        self.micro_batch = micro_batch
+        self.per_epoch = self.sampler.num_samples // micro_batch
+        if self.per_epoch < 1:
+            raise TrainingError(f"the data set's {len(dataset)} images make no batch of {micro_batch} per process: "
+                                "lower trainer.batch_size")
+
+    def after(self, done: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) micro-batches forever, starting after the run's first ``done``."""
+        while True:
+            epoch, k = divmod(done, self.per_epoch)
+            self.sampler.set_position(epoch, k * self.micro_batch)
+            for images, labels in self.loader:
+                yield images, labels
+                done += 1

@@ -10,13 +10,17 @@ the run folder (checkpoints, logs, sample grids); every rank trains.
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,19 @@ def current() -> DistInfo:
     return DistInfo()
 
 
+def launch(hydra_main: Callable[[], None]) -> None:
+    """Join the process group torchrun describes, then run ``hydra_main`` (a ``@hydra.main`` function) on every
+    rank: one run folder for all ranks, named with rank 0's time stamp, and Hydra's own files from rank 0 alone."""
+    from diffusion import config as schema
+
+    info = init_distributed()
+    if info.distributed:
+        schema.set_run_stamp(broadcast_object(schema.run_stamp()))
+        if not info.is_main:
+            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    hydra_main()
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` as rank ``src`` has it, on every rank (a no-op without a process group)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -75,6 +92,16 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def max_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Each value's maximum over the ranks (the values themselves without a process group), so that every rank
+    takes the same branch (flags as 0/1) or waits for the slowest (durations)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    tensor = torch.tensor([float(v) for v in values], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
 
 
 def barrier() -> None:
@@ -95,6 +122,34 @@ def replicas_in_sync(module: nn.Module) -> bool:
     """Whether every rank's ``module`` has bit-identical weights (all ranks must call this)."""
     prints = gather_objects(parameter_fingerprint(module))
     return all(p == prints[0] for p in prints)
+
+
+def check_replicas(module: nn.Module, step: int) -> bool | None:
+    """``replicas_in_sync``, logged by rank 0 (all ranks must call this); None without data parallelism."""
+    if not current().distributed:
+        return None
+    ok = replicas_in_sync(module)
+    if current().is_main:
+        world = current().world_size
+        if ok:
+            log.info(f"DDP: weights identical on all {world} ranks after step {step}")
+        else:
+            log.error(f"DDP: weights differ between the {world} ranks after step {step}")
+    return ok
+
+
+def wrap_for_training(net: nn.Module, device: torch.device, compile: bool = False) -> tuple[Any, nn.Module]:
+    """(the DDP module or None, the module training calls): ``net`` wrapped for data parallelism when there is a
+    process group, and in ``torch.compile`` if asked; checkpoints always hold the bare network."""
+    train_net, ddp = net, None
+    if current().distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_net = ddp = DistributedDataParallel(net, device_ids=ids)
+    if compile:
+        train_net = torch.compile(train_net)
+    return ddp, train_net
 
 
 def cleanup() -> None:

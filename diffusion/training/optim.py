@@ -4,9 +4,9 @@ Both are config targets (``_target_``) built with Hydra's ``instantiate(..., _pa
 supplies a schedule's or optimizer's own options (``warmup_cosine``'s ``floor``), the trainer passes the shared
 ones, ``trainer.lr``, ``adam_betas``, ``adam_eps``, ``weight_decay``, ``warmup_steps`` and ``max_steps``:
 
-    optimizer = instantiate(tc.optimizer, _partial_=True)(params, lr=..., betas=..., eps=..., weight_decay=...)
-    lr_at     = partial(instantiate(tc.lr_schedule, _partial_=True), lr=..., warmup_steps=..., max_steps=...)
-    lr_k      = lr_at(k)                              # the learning rate of optimizer step k (0-based)
+    optimizer = build_optimizer(params, tc)         # instantiate(tc.optimizer, _partial_=True)(params, lr=..., ...)
+    lr_at     = build_lr_schedule(tc, max_steps)    # partial(instantiate(tc.lr_schedule, _partial_=True), lr=..., ...)
+    lr_k      = lr_at(k)                            # the learning rate of optimizer step k (0-based)
 
 Default (Ho et al. 2020): AdamW, linear warm-up to lr, then constant. A cosine decay after the warm-up:
 
@@ -19,7 +19,8 @@ which the cosine reads, is unchanged).
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -68,3 +69,22 @@ def warmup_cosine(step: int, *, lr: float, warmup_steps: int, max_steps: int, fl
 
 
 __all__ = ["adamw", "warmup_lr", "warmup_constant", "warmup_cosine"]
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], tc: Any) -> torch.optim.Optimizer:
+    """``trainer.optimizer`` built with the trainer's lr, adam_betas, adam_eps and weight_decay (``tc``: trainer.*)."""
+    from hydra.utils import instantiate
+
+    return instantiate(tc.optimizer, _partial_=True)(params, lr=float(tc.lr), betas=tuple(tc.adam_betas),
+                                                     eps=float(tc.adam_eps), weight_decay=float(tc.weight_decay))
+
+
+def build_lr_schedule(tc: Any, max_steps: int) -> Callable[[int], float]:
+    """``trainer.lr_schedule`` as ``lr_at(k)``, with the trainer's lr and warmup_steps and ``max_steps``; a bad
+    schedule option fails here, before training."""
+    from hydra.utils import instantiate
+
+    lr_at = partial(instantiate(tc.lr_schedule, _partial_=True), lr=float(tc.lr), warmup_steps=int(tc.warmup_steps),
+                    max_steps=int(max_steps))
+    lr_at(0)
+    return lr_at

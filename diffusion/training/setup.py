@@ -1,4 +1,5 @@
-"""What train.py does before the loop: a resumed run's config, the network fitted to the data, the held-out batch."""
+"""What train.py does around the loop: a resumed run's config, the network fitted to the data, the held-out batch,
+the first log line and the final report."""
 from __future__ import annotations
 
 import logging
@@ -76,7 +77,22 @@ def holdout_batch(cfg: DictConfig, dataset) -> torch.Tensor:
     return images if raw else ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-__all__ = ["resume_config", "align_model_with_data", "holdout_batch", "final_report", "relative", "FIXED_ON_RESUME"]
+__all__ = ["check_config", "resume_config", "align_model_with_data", "holdout_batch", "describe_run", "final_report",
+           "relative", "FIXED_ON_RESUME"]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The composed config against the schema once more: "+trainer.x=1" is added past its struct flag."""
+    OmegaConf.merge(OmegaConf.structured(schema.TrainConfig), OmegaConf.to_container(cfg))
+
+
+def describe_run(trainer, run_dir) -> str:
+    """What train.py says first: where the run goes, how a step splits over processes, the machine, the precision."""
+    from diffusion.device import describe_machine
+
+    world = trainer.dist.world_size
+    return (f"run folder {run_dir}: {trainer.micro_batch} images x {trainer.accum} accumulation x {world} processes "
+            f"per step on {trainer.device} ({describe_machine(trainer.device)}), precision {trainer.precision}")
 
 
 def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
@@ -88,7 +104,7 @@ def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
     stopped_by, saved = summary["stopped_by"], relative(summary["checkpoint"])
     if stopped_by == "time":
         lines.append(f"Time budget trainer.max_minutes={cfg.trainer.max_minutes} used up at step {summary['step']} of "
-                     f"{cfg.trainer.max_steps}; saved {saved}. Train on with:\n"
+                     f"{summary.get('max_steps', cfg.trainer.max_steps)}; saved {saved}. Train on with:\n"
                      f"  python train.py resume=true hydra.run.dir={where}")
     elif stopped_by == "signal":
         lines.append(f"Stopped ({summary['signal']}) at step {summary['step']} and saved {saved}. "

@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from diffusion.parameterization import EpsModel
 from diffusion.processes import VPSDE
-from diffusion.training import CheckpointError, ConfigError, Trainer, load_checkpoint, load_model
+from diffusion.runs import load_model
+from diffusion.training import CheckpointError, ConfigError, Trainer, load_checkpoint
 
 from .helpers import tiny_cfg, tiny_images
 

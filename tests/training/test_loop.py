@@ -10,6 +10,8 @@ import torch
 
 from diffusion.training.checkpoint import list_checkpoints, load_checkpoint
 from diffusion.training.errors import TrainingError
+from diffusion.evaluation.periodic import training_evaluations
+from diffusion.training.budget import TimeBudget, estimate_costs
 from diffusion.training.loop import Periodic, StopReason, Trainer, resolve_precision, warmup_lr
 
 from .helpers import tiny_cfg, tiny_images
@@ -157,9 +159,10 @@ def test_batch_size_must_divide(tmp_path):
 def test_logs_scalars_and_sample_grid(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    trainer = Trainer(tiny_cfg("trainer.max_steps=2", "trainer.log_every=1", "trainer.sample_every=2",
-                               "trainer.sample_count=4", "trainer.bpd_every=2", "trainer.bpd_t_samples=2"),
-                      tmp_path, tiny_images(), holdout=torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
+    cfg = tiny_cfg("trainer.max_steps=2", "trainer.log_every=1", "trainer.sample_every=2", "trainer.sample_count=4",
+                   "trainer.bpd_every=2", "trainer.bpd_t_samples=2")
+    holdout = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    trainer = Trainer(cfg, tmp_path, tiny_images(), evaluations=training_evaluations(cfg, holdout=holdout))
     trainer.fit()
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
@@ -172,10 +175,10 @@ def test_logs_scalars_and_sample_grid(tmp_path):
 
 def test_time_budget_ends_the_run_like_max_steps(tmp_path):
     """trainer.max_minutes: checkpoint, final sample grid and bits/dim at the step where time ran out."""
-    trainer = Trainer(tiny_cfg("trainer.max_steps=1000", "trainer.max_minutes=1e-6", "trainer.ckpt_every=0",
-                               "trainer.sample_every=500", "trainer.sample_count=4", "trainer.bpd_every=500",
-                               "trainer.bpd_t_samples=2"),
-                      tmp_path, tiny_images(), holdout=torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
+    cfg = tiny_cfg("trainer.max_steps=1000", "trainer.max_minutes=1e-6", "trainer.ckpt_every=0", "trainer.sample_every=500",
+                   "trainer.sample_count=4", "trainer.bpd_every=500", "trainer.bpd_t_samples=2")
+    holdout = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    trainer = Trainer(cfg, tmp_path, tiny_images(), evaluations=training_evaluations(cfg, holdout=holdout))
     summary = trainer.fit()
     assert summary["stopped_by"] is StopReason.time and summary["step"] == 1 and summary["signal"] is None
     assert [s for s, _ in list_checkpoints(tmp_path)] == [1]
@@ -204,11 +207,13 @@ def test_budget_fit_lowers_max_steps_to_what_the_time_allows(tmp_path):
     trainer = Trainer(tiny_cfg("trainer.max_steps=1000", "trainer.max_minutes=1", "trainer.ckpt_every=0", COSINE,
                                "trainer.warmup_steps=2"), tmp_path, tiny_images())
     bar = tqdm(total=1000, disable=True)
-    trainer._fit_steps_to_budget(1e-4, time.perf_counter() + 10.0, bar)
-    assert trainer.tcfg.max_steps == 1000
-    trainer._fit_steps_to_budget(0.1, time.perf_counter() + 10.0, bar)
-    assert trainer.tcfg.max_steps in (96, 97) and bar.total == trainer.tcfg.max_steps
-    last = trainer.tcfg.max_steps - 1
+    budget = TimeBudget(1, True, 0, 1000, trainer.device)
+    budget.deadline = time.perf_counter() + 10.0                        # 10 s left
+    assert budget.steps_that_fit(trainer.step, trainer.max_steps, 1e-4, trainer.periodic) is None
+    trainer.set_max_steps(budget.steps_that_fit(trainer.step, trainer.max_steps, 0.1, trainer.periodic), bar)
+    assert trainer.max_steps in (96, 97) and bar.total == trainer.max_steps
+    assert trainer.tcfg.max_steps == 1000                               # the config stays as given
+    last = trainer.max_steps - 1
     assert trainer.lr_at(last) == 0.0 and trainer.lr_at(last - 10) > 0.0   # the cosine now reaches its floor there
 
 
@@ -218,21 +223,30 @@ def test_budget_fit_in_a_run_is_saved_with_the_checkpoint(tmp_path):
     trainer = Trainer(tiny_cfg("trainer.max_steps=100000", "trainer.max_minutes=0.05", "trainer.ckpt_every=0",
                                COSINE), tmp_path / "fit", tiny_images())
     summary = trainer.fit()
-    fitted = trainer.tcfg.max_steps
-    assert 25 < fitted < 100000 and summary["step"] <= fitted
-    assert f"max_steps: {fitted}\n" in load_checkpoint(tmp_path / "fit")["config"]
+    fitted = trainer.max_steps
+    assert 25 < fitted < 100000 and summary["step"] <= fitted and summary["max_steps"] == fitted
+    state = load_checkpoint(tmp_path / "fit")
+    assert state["budget_fit"] == {"configured": 100000, "max_steps": fitted}
+    assert "max_steps: 100000\n" in state["config"]                    # the config as given, written once
+    resumed = Trainer(tiny_cfg("trainer.max_steps=100000", "trainer.max_minutes=0.05", "trainer.ckpt_every=0", COSINE),
+                      tmp_path / "fit", tiny_images(), resume=state)
+    assert resumed.max_steps == fitted and resumed.lr_at(fitted - 1) == trainer.lr_at(fitted - 1)
+    longer = Trainer(tiny_cfg("trainer.max_steps=200000", "trainer.max_minutes=0.05", "trainer.ckpt_every=0", COSINE),
+                     tmp_path / "fit", tiny_images(), resume=state)
+    assert longer.max_steps == 200000                                   # a new trainer.max_steps on resume wins
     kept = Trainer(tiny_cfg("trainer.max_steps=100000", "trainer.max_minutes=0.02", "trainer.ckpt_every=0",
                             "trainer.fit_budget=false"), tmp_path / "kept", tiny_images())
-    assert kept.fit()["stopped_by"] is StopReason.time and kept.tcfg.max_steps == 100000
+    assert kept.fit()["stopped_by"] is StopReason.time and kept.max_steps == 100000
 
 
 def test_final_cost_estimate_ignores_the_first_calls_set_up(tmp_path):
     """The time budget reserves the final grid's and bits/dim's cost from timed forward passes. A first call that
     pays one-time set-up (here 0.3 s) must not be multiplied by the bound's ~1,000 terms: that once reserved more
     than the whole 9-minute budget and ended the default run at step 1."""
-    trainer = Trainer(tiny_cfg("trainer.max_steps=10", "trainer.max_minutes=9", "trainer.bpd_every=10",
-                               "trainer.sample_every=10", "trainer.sample_count=4"),
-                      tmp_path, tiny_images(), holdout=torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
+    cfg = tiny_cfg("trainer.max_steps=10", "trainer.max_minutes=9", "trainer.bpd_every=10", "trainer.sample_every=10",
+                   "trainer.sample_count=4")
+    grids, bits = training_evaluations(cfg, holdout=torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
+    trainer = Trainer(cfg, tmp_path, tiny_images(), evaluations=[grids, bits])
     model, calls = trainer.ema_model, []
 
     def slow_first_call(*args, **kwargs):
@@ -242,10 +256,25 @@ def test_final_cost_estimate_ignores_the_first_calls_set_up(tmp_path):
         return model(*args, **kwargs)
 
     trainer.ema_model = slow_first_call
-    trainer._estimate_final_cost()
+    estimate_costs(trainer.periodic, trainer.view())
     assert len(calls) == 6                                              # 3 timed calls per estimate
     from diffusion.likelihood import bound_cost
 
     terms = bound_cost(trainer.process, trainer.tcfg.bpd_t_samples)
-    assert terms >= 100 and trainer._bits_per_dim.seconds < 0.3 * terms / 2   # the sleep alone would give 0.3 terms
-    assert trainer._grids.seconds < 0.3 * int(trainer.cfg.sampler.steps) / 2
+    assert terms >= 100 and bits.seconds < 0.3 * terms / 2             # the sleep alone would give 0.3 terms
+    assert grids.seconds < 0.3 * int(trainer.cfg.sampler.steps) / 2
+
+
+def test_the_callers_config_stays_as_given(tmp_path):
+    """The Trainer resolves loss=auto, prediction=auto and the precision in its own copy (what config.yaml and the
+    checkpoints save); the config it was given is not changed, so train.py writes config.yaml once."""
+    from omegaconf import OmegaConf
+
+    cfg = tiny_cfg("trainer.max_steps=1", "trainer.precision=auto")
+    before = OmegaConf.to_yaml(cfg)
+    trainer = Trainer(cfg, tmp_path, tiny_images())
+    trainer.fit()
+    assert OmegaConf.to_yaml(cfg) == before
+    assert (trainer.cfg.loss._target_, trainer.cfg.prediction) == ("diffusion.losses.FlowMatching", "velocity")
+    assert trainer.cfg.trainer.precision.value == trainer.precision in ("fp32", "bf16")
+    assert load_checkpoint(tmp_path)["config"] == OmegaConf.to_yaml(trainer.cfg, resolve=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from diffusion.evaluation.periodic import training_evaluations
 from diffusion.training.loop import Trainer
 from tests.training.helpers import tiny_cfg, tiny_images
 
@@ -21,7 +22,7 @@ def test_digit_scores_are_logged_every_fid_every_steps(tmp_path):
     # DDPM: its 3-step model samples pure noise (the untrained rectified-flow default's samples are closer to digits)
     cfg = tiny_cfg("trainer.max_steps=3", "trainer.fid_every=2", "trainer.fid_count=8", "trainer.fid_inception=false",
                    "process=ddpm")
-    Trainer(cfg, tmp_path, tiny_images(size=28)).fit()
+    Trainer(cfg, tmp_path, tiny_images(size=28), evaluations=training_evaluations(cfg)).fit()
     scalars = _scalars(tmp_path)
     assert [s for s, _ in scalars["fid/digit_fd"]] == [2, 3]  # every 2 steps and at the end
     assert {"fid/digit_fd_floor", "fid/digit_kid", "fid/digit_kid_floor", "fid/digit_near_copies"} <= set(scalars)
@@ -33,5 +34,5 @@ def test_digit_scores_are_logged_every_fid_every_steps(tmp_path):
 def test_off_by_default(tmp_path):
     cfg = tiny_cfg("trainer.max_steps=2")
     assert cfg.trainer.fid_every == 0
-    Trainer(cfg, tmp_path, tiny_images(size=28)).fit()
+    Trainer(cfg, tmp_path, tiny_images(size=28), evaluations=training_evaluations(cfg)).fit()
     assert not any(t.startswith("fid/") for t in _scalars(tmp_path))
