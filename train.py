@@ -43,10 +43,17 @@ def run(cfg: DictConfig) -> dict:
         saved = config_from_checkpoint(state, trust=cfg.trust_checkpoint_config)
         cfg = resume_config(saved, cfg, list(hydra_cfg.overrides.task))
         log.info(f"resuming {state['path']} at step {state['step']}")
+    student = None
+    if cfg.distill is not None:  # a student of a trained run: the teacher's configs, a loss, data and first weights
+        from diffusion.distillation.setup import prepare_distillation
+
+        student = prepare_distillation(cfg, run_dir, resuming=state is not None)
+        cfg = student.cfg
     dataset = instantiate(cfg.data)
     align_model_with_data(cfg, dataset)
     # sample grids, bits/dim, FID: what the trainer.*_every settings switch on (the grids' sampler is checked here)
-    trainer = Trainer(cfg, run_dir, dataset, resume=state, evaluations=training_evaluations(cfg, dataset))
+    trainer = Trainer(cfg, run_dir, student.dataset or dataset if student else dataset, resume=state,
+                      evaluations=training_evaluations(cfg, dataset), **(student.trainer_args() if student else {}))
     if D.current().is_main:  # the resolved config (loss, prediction, precision), as every checkpoint saves it
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(trainer.cfg, resolve=True))
         log.info(describe_run(trainer, run_dir))

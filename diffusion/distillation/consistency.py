@@ -72,6 +72,20 @@ def teacher_step(process: Process, teacher: Callable[..., Tensor], x: Tensor, t:
     return alpha_next * y_next
 
 
+def _plain_copy(student: nn.Module) -> nn.Module:
+    """A copy of the student whose network is the bare module: a DDP wrapper (``.module``) or a compiled one
+    (``._orig_mod``) cannot be deep-copied, and the target needs neither."""
+    holder = getattr(student, "inner", student)
+    net = holder.net
+    bare = getattr(net, "module", net)
+    bare = getattr(bare, "_orig_mod", bare)
+    holder.net = bare
+    try:
+        return copy.deepcopy(student)
+    finally:
+        holder.net = net
+
+
 def _x0(process: Process, model: Callable[..., Tensor], x: Tensor, t: Tensor, class_labels: Tensor | None) -> Tensor:
     """x0_pred through the eps interface (for a ``ConsistencyModel`` this is f; DDP forwards only ``forward``)."""
     alpha, s = (append_dims(c.to(x.dtype), x.ndim) for c in _alpha_s(process, t))
@@ -105,6 +119,7 @@ class ConsistencyDistillation:
         self.weights = 1.0 / (s[1:] - s[:-1]) if weighting == "ict" else torch.ones(len(s) - 1, dtype=torch.float64)
         self.solver, self.distance, self.target, self.ema_decay = solver, distance, target, float(ema_decay)
         self._target_model: nn.Module | None = None
+        self._pending: dict[str, Tensor] | None = None
 
     def _target(self, model: nn.Module) -> nn.Module:
         """The target network: the student itself (stop-gradient) or an EMA copy of it, updated each call."""
@@ -112,16 +127,24 @@ class ConsistencyDistillation:
         if self.target == "stopgrad":
             return student
         if self._target_model is None:
-            self._target_model = copy.deepcopy(student).requires_grad_(False)
-        else:
-            with torch.no_grad():
-                for p_t, p in zip(self._target_model.parameters(), student.parameters()):
-                    p_t.lerp_(p.detach(), 1.0 - self.ema_decay)
+            self._target_model = _plain_copy(student).requires_grad_(False)
+            if self._pending is None:  # the first call: the target is the student
+                return self._target_model
+            # resumed: the target as saved after the last step, then this step's update as in an unbroken run
+            self._target_model.load_state_dict(self._pending)
+            self._pending = None
+        with torch.no_grad():
+            for p_t, p in zip(self._target_model.parameters(), student.parameters()):
+                p_t.lerp_(p.detach(), 1.0 - self.ema_decay)
         return self._target_model
 
     def state_dict(self) -> dict[str, Tensor]:
         """The EMA target's weights (empty with a stop-gradient target), for exact resume."""
         return {} if self._target_model is None else self._target_model.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the EMA target (made from the student at the next call, then given these weights)."""
+        self._pending = dict(state) if state else None
 
     def __call__(self, model: nn.Module, x0: Tensor, class_labels: Tensor | None = None,
                  generator: torch.Generator | None = None) -> Tensor:

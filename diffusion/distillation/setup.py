@@ -22,11 +22,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffusion.distillation.consistency import ConsistencyDistillation
 from diffusion.distillation.reflow import CouplingDataset, draw_couplings
+from diffusion.device import pick_device
 from diffusion.errors import ConfigError
 from diffusion.losses import FlowMatching
 from diffusion.processes import RectifiedFlow
 from diffusion.runs import load_run
 from diffusion.samplers import sampler_from_config
+from diffusion.training import distributed as D
 
 log = logging.getLogger("train")
 
@@ -45,6 +47,9 @@ class Distillation:
     dataset: Any | None
     init_state: dict[str, torch.Tensor] | None
 
+    def trainer_args(self) -> dict[str, Any]:
+        return {"loss": self.loss, "init_state": self.init_state}
+
 
 def student_config(cfg: DictConfig, teacher_cfg: DictConfig, teacher_path: Path) -> DictConfig:
     """The teacher's model, process, data, prediction and loss with this command's other settings; ``distill``
@@ -58,11 +63,11 @@ def student_config(cfg: DictConfig, teacher_cfg: DictConfig, teacher_path: Path)
     return student
 
 
-def prepare_distillation(cfg: DictConfig, run_dir: Path, device: torch.device | str, resuming: bool,
-                         main_rank: bool = True) -> Distillation:
-    """Load the teacher, make the student's config, loss and data. ``resuming``: the student's weights come from
-    its own checkpoint, and ``cfg`` is already the student's (saved) config."""
-    d = cfg.distill
+def prepare_distillation(cfg: DictConfig, run_dir: Path, resuming: bool) -> Distillation:
+    """Load the teacher (on the trainer's device), make the student's config, loss and data. ``resuming``: the
+    student's weights come from its own checkpoint, and ``cfg`` is already the student's (saved) config."""
+    d, dist = cfg.distill, D.current()
+    device = pick_device(str(cfg.trainer.device), dist.local_rank, setting="trainer.device")
     method = getattr(d.method, "value", str(d.method))
     if method not in METHODS:
         raise ConfigError(f"unknown distill.method {method!r}; choose one of {', '.join(METHODS)}")
@@ -74,6 +79,10 @@ def prepare_distillation(cfg: DictConfig, run_dir: Path, device: torch.device | 
         cfg = student_config(cfg, teacher.cfg, teacher.path)
     init_state = None if resuming else {k: v.detach().clone() for k, v in teacher.model.net.state_dict().items()}
     if method == "consistency":
+        if cfg.trainer.bpd_every:  # a consistency model defines no ODE or chain: its bits/dim would be meaningless
+            log.info("trainer.bpd_every=0 for a consistency student (it has no likelihood bound)")
+            cfg = cfg.copy()
+            cfg.trainer.bpd_every = 0
         loss = ConsistencyDistillation(teacher.process, teacher.model, steps=int(d.steps), spacing=str(d.spacing),
                                        solver=str(d.solver), distance=str(d.distance), target=str(d.target),
                                        ema_decay=float(d.target_decay), weighting=str(d.weighting))
@@ -83,27 +92,26 @@ def prepare_distillation(cfg: DictConfig, run_dir: Path, device: torch.device | 
                           f"{teacher.process!r}: use distill=consistency for it")
     with open_dict(cfg):  # the student learns by flow matching on the couplings, whatever the teacher's loss
         cfg.loss = OmegaConf.create({"_target_": "diffusion.losses.FlowMatching", "_partial_": True})
-    spec = sampler_from_config(d.pair_sampler).check(teacher.process)
+    if d.pair_sampler is None:
+        raise ConfigError("distill.pair_sampler is not set: give the couplings' sampler, e.g. distill.pair_sampler={name: dpmpp_3m, steps: 20}")
+    spec = sampler_from_config(d.pair_sampler)
     shape, _ = teacher.shape()
     folder = run_dir / "couplings"
-    if main_rank:
+    if dist.is_main:
         spec = _concrete(spec, teacher, shape, device)
         draw_couplings(teacher.process, teacher.model, spec, int(d.pairs), shape, folder, seed=int(d.pair_seed),
                        batch_size=int(d.pair_batch_size), device=device, log=log.info)
-    from diffusion.training import distributed as D  # every rank waits for rank 0's couplings
-
-    D.barrier()
+    D.barrier()  # every rank waits for rank 0's couplings
     return Distillation(cfg, FlowMatching(teacher.process), CouplingDataset(folder), init_state)
 
 
 def _concrete(spec, teacher, shape, device):
-    """The pairs' sampler with ``fitted`` options made concrete for the teacher (its grid fitted once into the
-    teacher's ``eval/schedules``, as sample.py does)."""
-    try:
-        from diffusion.fitting import resolve_sampler
-    except ImportError:  # before the fitting package: explicit grids only
-        return spec
-    return resolve_sampler(spec, teacher, shape, device=device, log=log.info)
+    """The pairs' sampler with ``fitted`` options made concrete for the teacher: its grid fitted once into the
+    teacher's ``eval/schedules`` (as ``sample.py`` fits it), or read from there."""
+    from diffusion.fitting import resolve_sampler
+
+    return resolve_sampler(spec, teacher.process, teacher.model, shape, schedules_dir=teacher.run_dir / "eval" / "schedules",
+                           meta=teacher.provenance, device=device, log=log.info)
 
 
 __all__ = ["Distillation", "prepare_distillation", "student_config", "METHODS"]
