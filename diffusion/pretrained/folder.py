@@ -143,10 +143,11 @@ def load_diffusers(ckpt: str | os.PathLike, device: str | torch.device = "cpu"
 
 
 def export_diffusers(model: torch.nn.Module, process: Process, model_cfg: DictConfig | dict,
-                     out: str | os.PathLike) -> Path:
+                     out: str | os.PathLike, sample_size: int | None = None) -> Path:
     """Write ``model`` (an ``EpsModel`` around ``diffusion.nn.UNet``; ``model_cfg`` the config it was built from)
     as a diffusers DDPM folder that ``DDPMPipeline.from_pretrained(out)`` loads: the network as a UNet2DModel in
-    safetensors, ``process`` as a DDPMScheduler. ``CheckpointError`` (one line) when diffusers cannot hold it."""
+    safetensors, ``process`` as a DDPMScheduler; ``sample_size`` the side of the run's images (default the
+    network's ``image_size``). ``CheckpointError`` (one line) when diffusers cannot hold it."""
     options = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
     target = options.pop("_target_", None)
     net = getattr(model, "net", None)
@@ -155,7 +156,7 @@ def export_diffusers(model: torch.nn.Module, process: Process, model_cfg: DictCo
                               f"{target or type(net).__name__}{', with EDM preconditioning' if not isinstance(model, EpsModel) else ''})")
     if not model.scale_input is True:
         raise CheckpointError("a network without its input scaling has no diffusers counterpart")
-    unet_cfg = {"_diffusers_version": DIFFUSERS_VERSION, **unet2d_config(options)}
+    unet_cfg = {"_diffusers_version": DIFFUSERS_VERSION, **unet2d_config(options, sample_size)}
     sched_cfg = {"_diffusers_version": DIFFUSERS_VERSION, **scheduler_from_process(process, model.prediction)}
     index = {"_class_name": "DDPMPipeline", "_diffusers_version": DIFFUSERS_VERSION,
              "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}

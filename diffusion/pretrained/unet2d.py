@@ -131,9 +131,11 @@ def unet_defaults() -> dict[str, Any]:
             if p.default is not inspect.Parameter.empty}
 
 
-def unet2d_config(options: Mapping[str, Any]) -> dict[str, Any]:
+def unet2d_config(options: Mapping[str, Any], sample_size: int | None = None) -> dict[str, Any]:
     """The ``UNet2DModel`` config of a ``diffusion.nn.UNet`` built with ``options`` (its config's keywords; the
-    rest take UNet's defaults); ``CheckpointError`` naming the option diffusers cannot express."""
+    rest take UNet's defaults); ``CheckpointError`` naming the option diffusers cannot express. ``sample_size``:
+    the side of the images it generates (default its ``image_size``; a UNet runs at any side its levels divide,
+    and diffusers places attention by level, so the side only shapes the pipeline's samples)."""
     o = {**unet_defaults(), **options}
     source = "this network"
     if o["embedding"] != "sinusoidal":
@@ -158,7 +160,7 @@ def unet2d_config(options: Mapping[str, Any]) -> dict[str, Any]:
     down = [("AttnDownBlock2D" if a else "ResnetDownsampleBlock2D" if updown else "DownBlock2D") for a in attn]
     up = [("AttnUpBlock2D" if a else "ResnetUpsampleBlock2D" if updown else "UpBlock2D") for a in reversed(attn)]
     return {
-        "_class_name": "UNet2DModel", "sample_size": size, "in_channels": int(o["in_channels"]),
+        "_class_name": "UNet2DModel", "sample_size": int(sample_size or size), "in_channels": int(o["in_channels"]),
         "out_channels": int(o["out_channels"] or o["in_channels"]), "center_input_sample": False,
         "time_embedding_type": "positional", "freq_shift": float(o["embedding_freq_shift"]),
         "flip_sin_to_cos": bool(o["embedding_cos_first"]), "down_block_types": down,
