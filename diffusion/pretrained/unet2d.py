@@ -191,39 +191,32 @@ def _pairs(net: UNet) -> Iterator[tuple[str, str, str]]:
     yield "conv_in", "conv_in", "conv"
     yield "emb_mlp.0", "time_embedding.linear_1", "linear"
     yield "emb_mlp.2", "time_embedding.linear_2", "linear"
-    levels = net.levels
-    per_level_down = (len(net.encoder) + 1) // levels - 1  # num_res_blocks
-    i = 0
-    for level in range(levels):
-        for j in range(per_level_down):
-            stage = net.encoder[i]
-            yield f"encoder.{i}.res", f"down_blocks.{level}.resnets.{j}", "res"
-            if stage.attn is not None:
-                yield f"encoder.{i}.attn", f"down_blocks.{level}.attentions.{j}", "attn"
-            i += 1
-        if level < levels - 1:
-            is_res = not hasattr(net.encoder[i], "conv")
-            yield (f"encoder.{i}", f"down_blocks.{level}.downsamplers.0", "res") if is_res else \
-                  (f"encoder.{i}.conv", f"down_blocks.{level}.downsamplers.0.conv", "conv")
-            i += 1
+    num_res_blocks = (len(net.encoder) + 1) // net.levels - 1
+    yield from _path(net.encoder, "encoder", "down_blocks", "downsamplers", num_res_blocks, net.levels)
     yield "middle.0.res", "mid_block.resnets.0", "res"
     yield "middle.0.attn", "mid_block.attentions.0", "attn"
     yield "middle.1", "mid_block.resnets.1", "res"
-    i = 0
-    for u in range(levels):
-        for j in range(per_level_down + 1):
-            stage = net.decoder[i]
-            yield f"decoder.{i}.res", f"up_blocks.{u}.resnets.{j}", "res"
-            if stage.attn is not None:
-                yield f"decoder.{i}.attn", f"up_blocks.{u}.attentions.{j}", "attn"
-            i += 1
-        if u < levels - 1:
-            is_res = not hasattr(net.decoder[i], "conv")
-            yield (f"decoder.{i}", f"up_blocks.{u}.upsamplers.0", "res") if is_res else \
-                  (f"decoder.{i}.conv", f"up_blocks.{u}.upsamplers.0.conv", "conv")
-            i += 1
+    yield from _path(net.decoder, "decoder", "up_blocks", "upsamplers", num_res_blocks + 1, net.levels)
     yield "norm_out", "conv_norm_out", "norm"
     yield "conv_out", "conv_out", "conv"
+
+
+def _path(blocks, ours: str, theirs: str, resamplers: str, per_level: int, levels: int
+          ) -> Iterator[tuple[str, str, str]]:
+    """The encoder (or decoder): per level ``per_level`` stages (residual block, attention) and a resampler
+    (a convolution, or a residual block) below the last level; diffusers groups the same modules by level."""
+    i = 0
+    for level in range(levels):
+        for j in range(per_level):
+            yield f"{ours}.{i}.res", f"{theirs}.{level}.resnets.{j}", "res"
+            if blocks[i].attn is not None:
+                yield f"{ours}.{i}.attn", f"{theirs}.{level}.attentions.{j}", "attn"
+            i += 1
+        if level < levels - 1:
+            resampler = f"{theirs}.{level}.{resamplers}.0"
+            conv = hasattr(blocks[i], "conv")
+            yield (f"{ours}.{i}.conv", f"{resampler}.conv", "conv") if conv else (f"{ours}.{i}", resampler, "res")
+            i += 1
 
 
 def _param_pairs(net: UNet) -> Iterator[tuple[str, str | tuple[str, ...]]]:
