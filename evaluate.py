@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 
 def run(cfg: DictConfig) -> dict:
-    """The task ``cfg.task`` names (``diffusion/evaluation/tasks.py``: likelihood, sweep, fid, schedule)."""
+    """The task ``cfg.task`` names (``diffusion/evaluation/tasks.py``: likelihood, sweep, fid, schedule, export)."""
     from diffusion.evaluation.tasks import run as run_task
 
     return run_task(cfg)
