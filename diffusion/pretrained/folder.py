@@ -53,7 +53,7 @@ def is_diffusers_source(ckpt: str | os.PathLike) -> bool:
 def fetch_hub(repo_id: str) -> Path:
     """The local folder of hub repository ``repo_id`` (downloaded once into huggingface_hub's cache; offline, the
     cached copy); ``CheckpointError`` naming the fix when it cannot be had."""
-    fix = (f"download it where there is internet (huggingface-cli download {repo_id} --local-dir <folder>) and "
+    fix = (f"download it where there is internet (hf download {repo_id} --local-dir <folder>) and "
            "pass ckpt=<folder>")
     try:
         from huggingface_hub import snapshot_download
@@ -62,7 +62,7 @@ def fetch_hub(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated: all mean the same to the user
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot fetch hf:{repo_id} from the Hugging Face hub ({type(e).__name__}: {reason}); "
                               f"{fix}") from None
 
@@ -151,11 +151,11 @@ def export_diffusers(model: torch.nn.Module, process: Process, model_cfg: DictCo
     options = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
     target = options.pop("_target_", None)
     net = getattr(model, "net", None)
-    if target not in UNET_TARGETS or not isinstance(net, UNet) or not isinstance(model, EpsModel):
-        raise CheckpointError(f"only EpsModel(diffusion.nn.UNet) networks are exported (this run's model is "
-                              f"{target or type(net).__name__}{', with EDM preconditioning' if not isinstance(model, EpsModel) else ''})")
-    if not model.scale_input is True:
-        raise CheckpointError("a network without its input scaling has no diffusers counterpart")
+    if not isinstance(model, EpsModel):
+        raise CheckpointError(f"{process!r} with {type(model).__name__} is not exported: diffusers' DDPM pipeline "
+                              "feeds the network x_t and the step index as they are, not EDM's scaled input and c_noise")
+    if target not in UNET_TARGETS or not isinstance(net, UNet):
+        raise CheckpointError(f"only diffusion.nn.UNet networks are exported; this run's model is {target or type(net).__name__}")
     unet_cfg = {"_diffusers_version": DIFFUSERS_VERSION, **unet2d_config(options, sample_size)}
     sched_cfg = {"_diffusers_version": DIFFUSERS_VERSION, **scheduler_from_process(process, model.prediction)}
     index = {"_class_name": "DDPMPipeline", "_diffusers_version": DIFFUSERS_VERSION,

@@ -113,6 +113,17 @@ def test_other_processes_are_refused_in_one_line(tmp_path, process):
     assert not (tmp_path / "model_index.json").exists()
 
 
+def test_edm_preconditioned_run_is_refused(tmp_path):
+    from diffusion.preconditioning import EDMPrecond
+
+    _, cfg = tiny_model(DDPM())
+    process = EDM()
+    model = EDMPrecond(instantiate(cfg), process)
+    with pytest.raises(CheckpointError, match="not exported") as err:
+        export_diffusers(model, process, cfg, tmp_path)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("overrides,field", [({"num_classes": 10}, "num_classes"),
                                              ({"embedding": "fourier"}, "embedding"),
                                              ({"attention_resolutions": [8], "num_heads": 2, "channel_mults": [1, 3]},
