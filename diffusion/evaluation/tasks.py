@@ -176,6 +176,7 @@ def fitted_grid(cfg: DictConfig, trained: TrainedRun, shape, device) -> Callable
 
 def fid(cfg: DictConfig) -> dict:
     from diffusion.evaluation.quality import DIGIT_SHAPE
+    from diffusion.pretrained import is_diffusers_source
     from diffusion.runs import saved_config
 
     if not cfg.samples:
@@ -183,7 +184,7 @@ def fid(cfg: DictConfig) -> dict:
     images, _ = load_images(cfg.samples)
     device = pick_device(cfg.device)
     path = None
-    if cfg.ckpt:
+    if cfg.ckpt and not is_diffusers_source(cfg.ckpt):  # a diffusers model names no data set: data= says it
         run_cfg, path = saved_config(cfg.ckpt, trust=cfg.trust_checkpoint_config)
         data_cfg = run_cfg.data
     elif cfg.data is not None:

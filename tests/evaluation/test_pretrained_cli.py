@@ -47,6 +47,9 @@ def test_export_run_loads_in_diffusers(cli, ddpm_run, tmp_path):
     assert code == 0, stderr
     with np.load(samples / "samples.npz") as f:
         assert f["arr_0"].shape == (2, 28, 28, 1) and f["arr_0"].dtype == np.uint8
+    code, stdout, stderr = cli("evaluate", "task=fid", f"samples={samples / 'samples.npz'}", f"ckpt={out}",
+                               "data=mnist5k", "fid.inception=false", f"out={tmp_path / 'fid'}")
+    assert code == 0 and "digit" in stdout.lower(), stderr
     code, _, stderr = cli("evaluate", f"ckpt={out}", "task=likelihood", "n=2", "likelihood.ode=false")
     assert code == 2 and "data=" in _one_error_line(stderr)  # a diffusers folder names no data set
     code, stdout, stderr = cli("evaluate", f"ckpt={out}", "task=likelihood", "data=mnist5k", "n=2",
