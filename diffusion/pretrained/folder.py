@@ -125,8 +125,11 @@ def load_diffusers(ckpt: str | os.PathLike, device: str | torch.device = "cpu"
     if options["out_channels"] != options["in_channels"]:
         raise CheckpointError(f"{folder / 'unet' / 'config.json'}: out_channels={options['out_channels']} differs from "
                               f"in_channels={options['in_channels']}: networks with extra outputs are not imported")
+    try:  # UNet's own checks: widths and norm groups, head width and attention widths, side and levels
+        net = UNet(**options)
+    except ValueError as e:
+        raise CheckpointError(f"{folder / 'unet' / 'config.json'}: {e}") from None
     weights_path, state = read_weights(folder / "unet")
-    net = UNet(**options)
     net.load_state_dict(state_dict_from_diffusers(net, state, str(weights_path)))
     betas = process_cfg["betas"]
     process = DDPM(process_cfg["schedule"], process_cfg["num_steps"],

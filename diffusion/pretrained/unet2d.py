@@ -110,7 +110,14 @@ def unet_options(config: Mapping[str, Any], source: str = "unet/config.json") ->
         size = size[0]
     if not isinstance(size, int) or size < 1:
         raise _refuse(source, "sample_size", size, "the image side is needed to place attention and shape samples")
+    if size % 2 ** (levels - 1):
+        raise _refuse(source, "sample_size", size, f"{levels} levels need a side divisible by {2 ** (levels - 1)}")
+    if any(int(w) % int(c["norm_num_groups"]) for w in widths):
+        raise _refuse(source, "norm_num_groups", c["norm_num_groups"], f"it must divide every width {widths}")
     head_dim = c["attention_head_dim"]
+    attention_widths = {int(w) for w, a in zip(widths, down_attn) if a} | {int(widths[-1])}  # the middle has one
+    if head_dim is not None and (int(head_dim) < 1 or any(w % int(head_dim) for w in attention_widths)):
+        raise _refuse(source, "attention_head_dim", head_dim, f"it must divide the attention widths {sorted(attention_widths)}")
     return {
         "in_channels": int(c["in_channels"]), "out_channels": int(c["out_channels"]), "image_size": size,
         "base_channels": base, "channel_mults": [int(w) // base for w in widths],

@@ -181,6 +181,7 @@ UNET_FIELDS = [
     ("up_block_types", ["UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"]), ("act_fn", "mish"),
     ("down_block_types", ["DownBlock2D", "AttnSkipDownBlock2D", "DownBlock2D", "DownBlock2D"]),
     ("center_input_sample", True), ("num_class_embeds", 10), ("some_future_field", 1),
+    ("attention_head_dim", 6),  # does not divide the attention width (16): UNet's own check, as one line
 ]
 SCHEDULER_FIELDS = [("prediction_type", "score"), ("rescale_betas_zero_snr", True),
                     ("variance_type", "learned_range"), ("beta_schedule", "exp")]
