@@ -182,8 +182,9 @@ class UNet(nn.Module):
             network has [sin, cos] and frequency shift 1, ADM's [cos, sin] and 0 (the default).
         downsample_padding: ``symmetric`` or ``bottom_right`` (DDPM's TensorFlow padding) for the strided convs.
 
-    The defaults of the last five build the network of every earlier release; the others exist so that published
-    DDPM-family networks (diffusers' UNet2DModel, ``diffusion.pretrained``) load exactly.
+    The last five options' defaults build the network of every earlier release (checkpoints load unchanged); their
+    other values exist so that published DDPM-family networks (diffusers' UNet2DModel, ``diffusion.pretrained``)
+    load exactly.
     """
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, base_channels: int = 128,
