@@ -5,6 +5,7 @@
 - ``sweep``: quality against NFE for several samplers (``sweep``), optionally on grids fitted to the model.
 - ``fid``: the quality scores of a set of samples (``quality``).
 - ``schedule``: a time grid (and iPNDM weights) fitted to the model (``schedule``).
+- ``export``: the run as a diffusers folder (``diffusion.pretrained``).
 """
 from __future__ import annotations
 
@@ -55,7 +56,10 @@ def load(cfg: DictConfig) -> tuple[TrainedRun, torch.device]:
     if not cfg.ckpt:
         raise EvaluationError(f"task={cfg.task.value} needs ckpt=<train.py run folder or checkpoint file>")
     device = pick_device(cfg.device)
-    return load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config), device
+    trained = load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config)
+    if cfg.data is not None and trained.cfg.get("data") is None:  # an imported model: the data the user names
+        trained.cfg.data = cfg.data
+    return trained, device
 
 
 def quality_of(cfg: DictConfig, shape, data_cfg: DictConfig | None, device):
@@ -172,6 +176,7 @@ def fitted_grid(cfg: DictConfig, trained: TrainedRun, shape, device) -> Callable
 
 def fid(cfg: DictConfig) -> dict:
     from diffusion.evaluation.quality import DIGIT_SHAPE
+    from diffusion.pretrained import is_diffusers_source
     from diffusion.runs import saved_config
 
     if not cfg.samples:
@@ -179,7 +184,7 @@ def fid(cfg: DictConfig) -> dict:
     images, _ = load_images(cfg.samples)
     device = pick_device(cfg.device)
     path = None
-    if cfg.ckpt:
+    if cfg.ckpt and not is_diffusers_source(cfg.ckpt):  # a diffusers model names no data set: data= says it
         run_cfg, path = saved_config(cfg.ckpt, trust=cfg.trust_checkpoint_config)
         data_cfg = run_cfg.data
     elif cfg.data is not None:
@@ -220,8 +225,26 @@ def schedule(cfg: DictConfig) -> dict:
     return {"path": out, "timesteps": times}
 
 
+def export(cfg: DictConfig) -> dict:
+    from diffusion.pretrained import export_diffusers
+
+    if not cfg.out:
+        raise EvaluationError("task=export needs out=<folder> for the diffusers model")
+    trained, _ = load(cfg)
+    shape, _ = trained.shape()
+    if shape[-1] != shape[-2]:
+        raise EvaluationError(f"the run's images are {shape[-2]}x{shape[-1]}; diffusers' sample_size is one side")
+    out = export_diffusers(trained.model, trained.process, trained.cfg.model, cfg.out, sample_size=shape[-1])
+    print(f"wrote {out} (UNet2DModel + DDPMScheduler, {trained.process!r}); load it with "
+          f"diffusers.DDPMPipeline.from_pretrained({str(out)!r})")
+    if trained.process.name != "ddpm":  # a VP SDE: its chain at the labels 999 t (diffusion.pretrained.scheduler)
+        _log("note: the DDPMScheduler walks the VP SDE's chain at t = i/999; at i = 0 diffusers feeds label 0 where "
+             "this run's model uses 999 t_eps")
+    return {"out": out}
+
+
 TASKS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"likelihood": likelihood, "sweep": sweep, "fid": fid,
-                                                            "schedule": schedule}
+                                                            "schedule": schedule, "export": export}
 
 
 def run(cfg: DictConfig) -> dict:

@@ -128,7 +128,7 @@ class TrainedRun:
     model: EpsModel
     process: Process
     cfg: DictConfig
-    path: Path  # the checkpoint file
+    path: Path  # the checkpoint file (an imported diffusers model: its folder)
     ema: bool = True  # the EMA weights (false: the raw trained weights)
 
     @property
@@ -156,13 +156,22 @@ class TrainedRun:
 
     def data(self, split: str):
         """The run's data set (uint8, no augmentation, never downloaded)."""
+        if self.cfg.get("data") is None:  # an imported model (diffusion.pretrained) does not say what it learned
+            raise EvaluationError(f"{self.path} names no data set: pass data=<a configs/data "
+                                  "option, e.g. cifar10> (evaluate.py) or images=<an .npz or a folder> (sample.py)")
         return build_data(self.cfg.data, split)
 
 
 def load_run(ckpt: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu",
              trust_config: bool = False) -> TrainedRun:
     """The trained run of a checkpoint file or run folder; ``CheckpointError`` (one line) on a bad file or on a
-    saved config that names anything but the project's own classes (unless ``trust_config``)."""
+    saved config that names anything but the project's own classes (unless ``trust_config``). A diffusers DDPM
+    folder or ``hf:<id>`` loads through ``diffusion.pretrained`` (its config is read as data, never trusted)."""
+    from diffusion.pretrained import is_diffusers_source, load_diffusers
+
+    if is_diffusers_source(ckpt):
+        model, process, cfg, folder = load_diffusers(ckpt, device)
+        return TrainedRun(model, process, cfg, folder, bool(ema))
     path = resolve_checkpoint(ckpt)
     model, process, cfg = load_model(path, use_ema=ema, device=device, trust_config=trust_config)
     return TrainedRun(model, process, cfg, path, bool(ema))
