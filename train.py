@@ -35,6 +35,7 @@ def run(cfg: DictConfig) -> dict:
     from diffusion.training.loop import Trainer
     from diffusion.training.setup import (align_model_with_data, final_report, holdout_batch, relative,
                                           resume_config)
+    from diffusion.utils import write_text
 
     # "+trainer.x=1" is added past the schema's struct flag: check the composed config once more
     OmegaConf.merge(OmegaConf.structured(schema.TrainConfig), OmegaConf.to_container(cfg))
@@ -52,14 +53,14 @@ def run(cfg: DictConfig) -> dict:
     trainer = Trainer(cfg, run_dir, dataset, resume=state, holdout=holdout)
     main_rank = D.current().is_main
     if main_rank:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         log.info(f"run folder {run_dir}: {trainer.micro_batch} images x {trainer.accum} accumulation x "
                  f"{D.current().world_size} processes per step on {trainer.device} ({describe_machine(trainer.device)}), "
                  f"precision {trainer.precision}")
     summary = trainer.fit()
     if main_rank:
         # trainer.fit_budget may have lowered max_steps to fit the time budget
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         print(final_report(summary, cfg, relative(run_dir)), flush=True)
     return summary
 
