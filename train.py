@@ -35,12 +35,14 @@ def run(cfg: DictConfig) -> dict:
     from diffusion.training.loop import Trainer
     from diffusion.training.setup import (align_model_with_data, final_report, holdout_batch, relative,
                                           resume_config)
+    from diffusion.runlock import hold_for_job
     from diffusion.utils import write_text
 
     # "+trainer.x=1" is added past the schema's struct flag: check the composed config once more
     OmegaConf.merge(OmegaConf.structured(schema.TrainConfig), OmegaConf.to_container(cfg))
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    hold_for_job(run_dir, "train.py", fix=f"pass another hydra.run.dir than {relative(run_dir)}")  # one writer
     state = None
     if cfg.resume:
         state = load_checkpoint(require_checkpoints(run_dir))

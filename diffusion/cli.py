@@ -87,8 +87,11 @@ _full_error = [False]
 def guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
     """Run a script's task inside its @hydra.main function, keeping a user error for ``run_main`` to print as one
     line (raised through Hydra, it would first print its own "Error executing job ..." line)."""
+    from diffusion.runlock import lock_scope
+
     try:
-        return task(cfg)
+        with lock_scope():  # the folders the task writes are its alone until it returns (diffusion.runlock)
+            return task(cfg)
     except user_errors() as error:
         if _full_error[0]:
             raise
