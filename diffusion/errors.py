@@ -46,33 +46,6 @@ class DiskFullError(UserError, OSError):
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
-    @classmethod
-    def describe(cls, path, code: int, written: int | None = None, needed: int | None = None,
-                 free: int | None = None, fix: str = "") -> "DiskFullError":
-        import errno
-        import resource
-
-        from diffusion.files import human_bytes
-
-        if needed:
-            size = f"it needs about {human_bytes(needed)}"
-        elif written:
-            size = f"it needs more than the {human_bytes(written)} written when the write failed"
-        else:
-            size = "nothing of it could be written"
-        where = f"; {human_bytes(free)} free on that file system" if free is not None else ""
-        if code == errno.EFBIG:
-            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-            cap = "unlimited" if limit == resource.RLIM_INFINITY else human_bytes(limit)
-            what = f"no room: the file-size limit (ulimit -f: {cap}) is reached"
-            where = ""
-        elif code == errno.EDQUOT:
-            what = "no room: the disk quota is used up"
-        else:
-            what = "the disk is full"
-        error = cls(f"{what}: could not write {path} ({size}{where})", path, code)
-        return error.with_fix(fix or f"{error.remedy}, then run the same command again")
-
     @property
     def remedy(self) -> str:
         """What makes room: free space, or raise the limit that stopped the write."""

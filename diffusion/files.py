@@ -127,8 +127,29 @@ def out_of_space(path: str | os.PathLike, error: BaseException, seen: OSError | 
 
 def disk_full(path: str | os.PathLike, code: int, written: int | None = None,
               needed: int | None = None) -> DiskFullError:
-    """The one-line error for ``path`` (with the space free now, after its partial file was removed)."""
-    return DiskFullError.describe(Path(path), code, written=written, needed=needed, free=free_bytes(Path(path).parent))
+    """The one-line error for ``path`` (with the space free now, after its partial file was removed): what ran out,
+    the file, its size (``needed``; else more than the ``written`` bytes) and the free space."""
+    import resource
+
+    path = Path(path)
+    if needed:
+        size = f"it needs about {human_bytes(needed)}"
+    elif written:
+        size = f"it needs more than the {human_bytes(written)} written when the write failed"
+    else:
+        size = "nothing of it could be written"
+    free = free_bytes(path.parent)
+    where = f"; {human_bytes(free)} free on that file system" if free is not None else ""
+    if code == errno.EFBIG:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        cap = "unlimited" if limit == resource.RLIM_INFINITY else human_bytes(limit)
+        what, where = f"no room: the file-size limit (ulimit -f: {cap}) is reached", ""
+    elif code == errno.EDQUOT:
+        what = "no room: the disk quota is used up"
+    else:
+        what = "the disk is full"
+    error = DiskFullError(f"{what}: could not write {path} ({size}{where})", path, code)
+    return error.with_fix(f"{error.remedy}, then run the same command again")
 
 
 __all__ = ["NO_SPACE", "FULL_BELOW", "DiskFullError", "CountingFile", "out_of_space", "disk_full", "no_space_errno",
