@@ -31,6 +31,7 @@ def run(cfg: DictConfig) -> dict:
     from diffusion.device import describe_machine
     from diffusion.runs import config_from_checkpoint
     from diffusion.training import distributed as D
+    from diffusion.training.build import check_weights_fit
     from diffusion.training.checkpoint import load_checkpoint, require_checkpoints
     from diffusion.training.loop import Trainer
     from diffusion.training.setup import (align_model_with_data, final_report, holdout_batch, relative,
@@ -48,6 +49,7 @@ def run(cfg: DictConfig) -> dict:
         state = load_checkpoint(require_checkpoints(run_dir))
         saved = config_from_checkpoint(state, trust=cfg.trust_checkpoint_config)
         cfg = resume_config(saved, cfg, list(hydra_cfg.overrides.task))
+        check_weights_fit(cfg, state)  # the config's network against the weights, on the meta device
         log.info(f"resuming {state['path']} at step {state['step']}")
     dataset = instantiate(cfg.data)
     align_model_with_data(cfg, dataset)
