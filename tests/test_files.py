@@ -192,3 +192,26 @@ def test_train_on_a_full_file_system(tmp_path):
         _no_temporaries(disk)
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_tensorboard_events_on_a_full_disk(tmp_path, capsys):
+    """TensorBoard's writer thread meets ENOSPC and dies; the next call on the logger says it in one line naming the
+    event file (and the thread's own traceback is not printed); close() after that is quiet."""
+    from diffusion.training.logging import RunLogger
+
+    logger = RunLogger(tmp_path / "run")
+    event_writer = logger._writer.file_writer.event_writer
+    record_writer = event_writer._async_writer._writer
+
+    def full(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    record_writer.write = full
+    with pytest.raises(DiskFullError) as caught:
+        for step in range(1000):
+            logger.scalars(step, {"loss": 1.0})
+            logger.flush()
+    assert str(caught.value).startswith(f"the disk is full: could not write {event_writer._file_name} (")
+    logger.scalars(1001, {"loss": 1.0})  # nothing more is written, and nothing raised twice
+    logger.close()
+    assert "Traceback" not in capsys.readouterr().err
