@@ -107,7 +107,7 @@ def check_weights_fit(cfg: DictConfig, state: dict[str, Any]) -> None:
         more = len(differ) + len(missing) + len(extra) - 1
         have = sum(v.numel() * v.element_size() for v in weights.values() if isinstance(v, torch.Tensor))
         raise CheckpointError(
-            f"{where}: its config describes another network than the {name} weights it carries ({first}"
+            f"{where}: its {name} weights do not fit the network its config describes ({first}"
             f"{f', and {more} more' if more else ''}; the config's network needs {_bytes(need)}, the file carries "
             f"{_bytes(have)}): the config was changed after the weights were saved; nothing was built: use the "
             "checkpoint as train.py wrote it")

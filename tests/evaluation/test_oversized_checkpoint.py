@@ -46,7 +46,7 @@ def test_refused_before_the_network_is_built(oversized, monkeypatch):
     message = str(caught.value)
     assert "\n" not in message
     ckpt = sorted((oversized / "checkpoints").glob("*.pt"))[-1]
-    assert message.startswith(f"{ckpt}: its config describes another network than the model weights it carries "
+    assert message.startswith(f"{ckpt}: its model weights do not fit the network its config describes "
                               "(emb_mlp.0.weight is 160000x40000 in the config's network but 64x16 in the file, and ")
     assert "the config's network needs 4.4 TB, the file carries " in message
     assert message.endswith("nothing was built: use the checkpoint as train.py wrote it")
@@ -54,10 +54,10 @@ def test_refused_before_the_network_is_built(oversized, monkeypatch):
 
 def test_a_missing_or_extra_tensor_is_refused_too(ddpm_run, tmp_path):
     run = _doctored(ddpm_run, tmp_path / "run", num_res_blocks=2)
-    with pytest.raises(CheckpointError, match=r"its config describes another network"):
+    with pytest.raises(CheckpointError, match=r"weights do not fit the network its config describes"):
         load_model(run)
     run = _doctored(ddpm_run, tmp_path / "run2", resblock_updown=True)
-    with pytest.raises(CheckpointError, match=r"its config describes another network"):
+    with pytest.raises(CheckpointError, match=r"weights do not fit the network its config describes"):
         load_model(run)
 
 
@@ -82,5 +82,5 @@ def test_sample_py_refuses_it_under_a_memory_limit(oversized, tmp_path):
                           timeout=300)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
-    assert lines[0].startswith("sample.py: error: ") and "its config describes another network" in lines[0]
+    assert lines[0].startswith("sample.py: error: ") and "weights do not fit the network its config describes" in lines[0]
     assert not (tmp_path / "out").exists()
