@@ -80,7 +80,7 @@ def check_weights_fit(cfg: DictConfig, state: dict[str, Any]) -> None:
     ``CheckpointError`` naming the first difference and the sizes both sides imply."""
     where = state.get("path", "checkpoint")
     try:
-        with torch.device("meta"):
+        with _on_meta():
             net = build_network(cfg)
     except (TypeError, ValueError, RuntimeError) as e:  # arguments the network refuses
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
@@ -121,3 +121,26 @@ def _bytes(n: int) -> str:
     from diffusion.files import human_bytes
 
     return human_bytes(n)
+
+
+def _on_meta():
+    """A context in which tensor constructors make meta tensors (shapes, no storage), except a small ``arange``,
+    made on the CPU: a meta ``arange`` goes through torch's Python decompositions, whose first use imports sympy
+    (~1 s). Without torch's private list of constructors, plain ``torch.device("meta")``."""
+    try:
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._device import _device_constructors
+    except ImportError:
+        return torch.device("meta")
+
+    constructors = _device_constructors()
+
+    class OnMeta(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if func in constructors and kwargs.get("device") is None:
+                small = func is torch.arange and all(isinstance(a, (int, float)) and abs(a) <= 1 << 16 for a in args)
+                kwargs["device"] = "cpu" if small else "meta"
+            return func(*args, **kwargs)
+
+    return OnMeta()

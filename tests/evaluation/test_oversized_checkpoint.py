@@ -66,6 +66,7 @@ def test_the_genuine_checkpoint_still_loads(ddpm_run):
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+@pytest.mark.slow  # a sample.py subprocess
 def test_sample_py_refuses_it_under_a_memory_limit(oversized, tmp_path):
     """sample.py in a process whose address space may grow by 1.5 GB only: a single real allocation of the config's
     network would fail there (with a traceback), so the one-line refusal proves nothing was allocated first."""
