@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion.device import pick_device
 from diffusion.errors import ConfigError
 from diffusion.likelihood.analytic import sampler_gamma
+from diffusion.runlock import hold
 from diffusion.runs import BatchStore, TrainedRun, check_request, generate, load_run
 from diffusion.runs.store import save_uint8_grid
 from diffusion.samplers import SamplerSpec, sampler_from_config
@@ -60,6 +61,7 @@ def sample(cfg: DictConfig) -> dict:
     manifest = {"checkpoint": str(trained.path.resolve()), "ema": cfg.ema, "sampler": spec.name, "steps": spec.steps,
                 "options": spec.options, "seed": cfg.seed, "batch_size": batch_size, "shape": list(shape),
                 "class_labels": labels, "guidance_scale": cfg.guidance_scale, "clip_denoised": cfg.clip_denoised}
+    hold(out, "sample.py", fix="pass another out=<folder>")  # one writer per output folder (diffusion.runlock)
     store = BatchStore(out, manifest).open()
     print(f"{cfg.n} samples of {'x'.join(map(str, shape))} from {trained.path} ({'EMA' if cfg.ema else 'raw'} weights, "
           f"{trained.process!r}) with {spec.name}, {spec.steps} steps{' ' + str(spec.options) if spec.options else ''} "

@@ -7,7 +7,6 @@ start from the same x_T and differences between rows are the solvers', not the n
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,6 +18,7 @@ from diffusion.runs.store import json_safe, save_uint8_grid
 from diffusion.processes.base import Process
 from diffusion.samplers.spec import SamplerSpec
 from diffusion.samplers.common import FITTED
+from diffusion.utils import write_atomic, write_json, write_text
 
 METRICS = {"fid": "FID (Inception)", "kid": "KID (Inception)", "digit_fd": "digit FD (to the test split)",
            "digit_kid": "digit KID (to the test split)"}
@@ -136,8 +136,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
     fig.suptitle(title or "quality vs NFE (lower is better)")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=100, format="png"))
     plt.close(fig)
     return path
 
@@ -147,7 +146,7 @@ def save_sweep(rows: list[dict[str, Any]], out_dir: str | Path, notes: Sequence[
     """``sweep.md``, ``sweep.json`` and ``sweep.png`` in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.md").write_text(markdown_table(rows, notes))
-    (out / "sweep.json").write_text(json.dumps(json_safe({"rows": rows, "notes": list(notes), **(extra or {})}),
-                                               indent=2, allow_nan=False))
+    write_text(out / "sweep.md", markdown_table(rows, notes))
+    write_json(out / "sweep.json", json_safe({"rows": rows, "notes": list(notes), **(extra or {})}), indent=2,
+               allow_nan=False)
     return {"md": out / "sweep.md", "json": out / "sweep.json", "png": plot_sweep(rows, out / "sweep.png", title)}

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +23,7 @@ from diffusion.evaluation.quality import data_quality, dataset_images, digit_ref
 from diffusion.runs import TrainedRun, load_run, run_dir_of
 from diffusion.runs.store import json_safe, load_images
 from diffusion.samplers import SamplerSpec, sampler_from_config
+from diffusion.utils import write_json, write_text
 
 
 def _log(message: str) -> None:
@@ -108,8 +108,8 @@ def likelihood(cfg: DictConfig) -> dict:
     out = out_dir(cfg, path)
     out.mkdir(parents=True, exist_ok=True)
     md = table.to_markdown()
-    (out / "likelihood.md").write_text(md)
-    (out / "likelihood.json").write_text(table.to_json())
+    write_text(out / "likelihood.md", md)
+    write_text(out / "likelihood.json", table.to_json())
     print(md + f"\nwrote {out / 'likelihood.md'} and {out / 'likelihood.json'}")
     return {"table": table, "out": out}
 
@@ -201,7 +201,7 @@ def fid(cfg: DictConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = {"samples": str(samples), "n": len(images), "reference": data_cfg.get("_target_"), **scores,
               "quality": quality.describe()}
-    (out / "fid.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
+    write_json(out / "fid.json", json_safe(result), indent=2, allow_nan=False)
     print(f"{quality_table(scores, len(images), str(samples))}\nwrote {out / 'fid.json'}")
     return result
 

@@ -53,10 +53,11 @@ def load_model(ckpt: str | os.PathLike, use_ema: bool = True, device: str | torc
     (``use_ema=False``: the raw trained weights), the process it was trained on, and the run's config.
     The saved config may build only the project's own classes unless ``trust_config=True``.
     """
-    from diffusion.training.build import build_from_config
+    from diffusion.training.build import build_from_config, check_weights_fit
 
     state = load_checkpoint(ckpt, map_location="cpu")
     cfg = config_from_checkpoint(state, trust=trust_config)
+    check_weights_fit(cfg, state)  # on the meta device: a config that asks for more than its weights allocates nothing
     model, process = build_from_config(cfg)
     weights = state.get("ema") if use_ema else None
     if use_ema and not weights:
