@@ -34,8 +34,8 @@ from tqdm.auto import trange
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process, posterior
 from diffusion.samplers.registry import MARKOV_CHAIN, check_sampler, register_sampler
-from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, check_choice, grid, model_time, noise_like,
-                                       t64, transition)
+from diffusion.samplers.common import EpsFn, alpha_sigma, check_choice, model_time, noise_like, t64, transition
+from diffusion.samplers.grids import Timesteps, grid
 
 VARIANCES = ("beta_tilde", "beta", "analytic")
 DDIM_VARIANCES = ("eta", "analytic")
