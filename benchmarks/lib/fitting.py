@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from diffusion.samplers import fit_coefficients, optimize_timesteps  # to become: from diffusion.fitting import ...
+from diffusion.fitting import fit_coefficients, optimize_timesteps
 
 #: prior draws every grid and weight fit runs on
 FIT_N = 256
