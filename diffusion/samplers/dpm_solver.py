@@ -24,7 +24,8 @@ The endpoint layout and the default ``logsnr`` grid were chosen by measurement o
 ``benchmarks/samplers.py``: the tables are in ``benchmarks/samplers.md`` ("DPM-Solver++(2M): endpoint layout and
 time grids"). In short, ``logsnr`` is the most accurate at 10 and 20 NFE on VP/DDPM and the only grid robust on the
 cosine schedule; at <= 5 NFE ``spacing="uniform"`` is better on VP and sub-VP.
-``tests/samplers/test_dpm_solver.py::test_default_spacing`` (slow) re-measures the 10-NFE choice.
+``tests/samplers/test_dpm_solver.py::test_default_spacing`` (slow) re-measures the 10-NFE choice, and
+``benchmarks/grid_defaults.py`` re-checks every multistep solver's default on mixtures of other shapes.
 """
 from __future__ import annotations
 
