@@ -71,7 +71,7 @@ def resolve_sampler(spec: SamplerSpec, process: Process, model: Callable[..., Te
                           "sampler.timesteps=fitted too (or pass a schedule file to both)")
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
-    walk = None
+    grid_name = None
     if fitted:
         if model is None or shape is None or schedules_dir is None:
             raise TypeError("resolve_sampler needs model, shape and schedules_dir to fit timesteps=fitted")
@@ -81,7 +81,7 @@ def resolve_sampler(spec: SamplerSpec, process: Process, model: Callable[..., Te
         sources = {option: str(path) for option in fitted}
         # the standard file names the walk <steps>_fitted; one fitted with other settings adds its digest
         digest = path.stem[len(schedule_file(".", spec.name, spec.steps).stem) + 1:]
-        walk = f"{spec.steps}_fitted" + (f"_{digest}" if digest else "")
+        grid_name = f"{spec.steps}_fitted" + (f"_{digest}" if digest else "")
     for option in REFERENCE_OPTIONS:
         value = spec.options.get(option)
         if option not in sources and is_reference(value):  # a schedule file
@@ -90,9 +90,9 @@ def resolve_sampler(spec: SamplerSpec, process: Process, model: Callable[..., Te
         return spec
     for option, path in sources.items():
         values[option] = _LOADERS[option](path)
-    if walk is None and "timesteps" in sources:
-        walk = Path(sources["timesteps"]).stem
-    return spec.with_values(walk, sources, **values).check(process)
+    if grid_name is None and "timesteps" in sources:
+        grid_name = Path(sources["timesteps"]).stem
+    return spec.with_values(grid_name, sources, **values).check(process)
 
 
 __all__ = ["resolve_sampler", "fitted_options", "on_fitted_grid", "on_fixed_grid"]

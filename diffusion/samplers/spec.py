@@ -39,7 +39,7 @@ class SamplerSpec:
         #: option -> the file its value was read from, where the layer above resolved a reference (for manifests)
         self.sources: dict[str, str] = {}
         #: the name of a resolved grid in ``label`` (e.g. ``5_fitted``), set with ``sources``
-        self.walk: str | None = None
+        self.grid_name: str | None = None
 
     def check(self, process) -> "SamplerSpec":
         """Raise ``ConfigError`` unless this sampler runs on ``process`` with these options; returns self.
@@ -64,19 +64,19 @@ class SamplerSpec:
 
     def replace(self, **changes: Any) -> "SamplerSpec":
         """A copy with ``steps`` or options changed (validated again). It keeps the resolved grid's ``sources`` and
-        ``walk`` unless the changes touch the grid or the weights."""
+        ``grid_name`` unless the changes touch the grid or the weights."""
         merged = {"steps": self.steps, **self.options, **changes}
         spec = SamplerSpec(self.name, **merged)
         if not set(changes) & set(REFERENCE_OPTIONS):
-            spec.sources, spec.walk = dict(self.sources), self.walk
+            spec.sources, spec.grid_name = dict(self.sources), self.grid_name
         return spec
 
-    def with_values(self, walk: str | None, sources: dict[str, str], **values: Any) -> "SamplerSpec":
+    def with_values(self, grid_name: str | None, sources: dict[str, str], **values: Any) -> "SamplerSpec":
         """A copy with references replaced by their values (``diffusion.fitting.resolve_sampler`` calls it):
-        ``values`` the options (timesteps, coefficients), ``sources`` the file each was read from, ``walk`` the
-        grid's name in ``label``."""
+        ``values`` the options (timesteps, coefficients), ``sources`` the file each was read from, ``grid_name``
+        the grid's name in ``label``."""
         spec = self.replace(**values)
-        spec.sources, spec.walk = dict(sources), walk
+        spec.sources, spec.grid_name = dict(sources), grid_name
         return spec
 
     def __call__(self, process, model: Callable[..., Tensor], shape, generator=None, **kwargs: Any) -> Tensor:
@@ -94,8 +94,8 @@ class SamplerSpec:
         grid = self.options.get("timesteps")
         if grid is None:
             return f"{self.name}_{self.steps}"
-        if self.walk:
-            return f"{self.name}_{self.walk}"
+        if self.grid_name:
+            return f"{self.name}_{self.grid_name}"
         if is_reference(grid):
             return f"{self.name}_{Path(grid).stem}"
         return f"{self.name}_{len(grid) - 1}_grid"
