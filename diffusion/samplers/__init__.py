@@ -43,15 +43,15 @@ from diffusion.samplers.sampling import CountingModel, guided, sample
 from diffusion.samplers.spec import SamplerSpec, sampler_from_config
 
 # importing a sampler's module registers it; this order is the order of SAMPLERS (tables, sweeps)
-from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step  # noqa: E402  isort: skip
-from diffusion.samplers.sde import euler_maruyama, pc  # noqa: E402  isort: skip
-from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift  # noqa: E402  isort: skip
-from diffusion.samplers.dpm_solver import dpmpp_2m  # noqa: E402  isort: skip
-from diffusion.samplers.heun import heun  # noqa: E402  isort: skip
-from diffusion.samplers.dpmpp_3m import dpmpp_3m  # noqa: E402  isort: skip
-from diffusion.samplers.unipc import unipc  # noqa: E402  isort: skip
-from diffusion.samplers.ipndm import ipndm  # noqa: E402  isort: skip
-from diffusion.samplers.dpmpp_sde import dpmpp_2m_sde  # noqa: E402  isort: skip
+from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step  # isort: skip
+from diffusion.samplers.sde import euler_maruyama, pc  # isort: skip
+from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift  # isort: skip
+from diffusion.samplers.dpm_solver import dpmpp_2m  # isort: skip
+from diffusion.samplers.heun import heun  # isort: skip
+from diffusion.samplers.dpmpp_3m import dpmpp_3m  # isort: skip
+from diffusion.samplers.unipc import unipc  # isort: skip
+from diffusion.samplers.ipndm import ipndm  # isort: skip
+from diffusion.samplers.dpmpp_sde import dpmpp_2m_sde  # isort: skip
 
 #: compatibility aliases: the fits moved one layer up, to ``diffusion.fitting``; ``diffusion.samplers.<name>``
 #: still finds them, loaded on first use so that importing the samplers never imports the layer above them
