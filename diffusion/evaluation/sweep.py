@@ -13,11 +13,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from diffusion.fitting import on_fixed_grid, resolve_sampler
+from diffusion.processes.base import Process
 from diffusion.runs.generate import generate
 from diffusion.runs.store import json_safe, save_uint8_grid
-from diffusion.processes.base import Process
 from diffusion.samplers.spec import SamplerSpec
-from diffusion.samplers.common import FITTED
 from diffusion.utils import write_atomic, write_json, write_text
 
 METRICS = {"fid": "FID (Inception)", "kid": "KID (Inception)", "digit_fd": "digit FD (to the test split)",
@@ -34,20 +34,19 @@ def run_sweep(process: Process, model: Callable, shape: Sequence[int],
     "digit_fd", "digit_kid", ...and every other score ``quality`` gives (floors, KID std, ...)}.
 
     samplers: ``SamplerSpec``s, or name -> options (e.g. {"ddim": {"eta": 0.0}, "pc": {"snr": 0.16}}); ``steps``
-    overrides theirs. Every one is checked against the process before anything runs.
+    overrides theirs. Every one is checked against the process before anything runs, and a schedule file among its
+    options read (``fitting.resolve_sampler``; ``fitted`` options are the ``fitted`` rows' business).
     With ``grid_dir`` the first 16 samples of every row are saved as ``<sampler>_<steps>.png``.
     ``fitted(spec, steps) -> {"timesteps": times[, "coefficients": weights]}``: each (sampler, steps) also runs
     with the options it returns (a grid fitted to the model, and the sampler's weights where they were fitted too:
-    ``evaluation.schedule``), in a row named ``<sampler> fitted`` (grids ``<sampler>_fitted_<steps>.png``).
+    ``diffusion.fitting``), in a row named ``<sampler> fitted`` (grids ``<sampler>_fitted_<steps>.png``).
     """
     if isinstance(samplers, dict):
         samplers = [SamplerSpec(name, **{k: v for k, v in (options or {}).items() if k not in ("name", "steps")})
                     for name, options in samplers.items()]
-    for spec in samplers:
-        spec.check(process)
-    # coefficients=fitted are fitted with a grid: the fixed grid walks Adams-Bashforth's (``coefficients.py``)
-    walks = [(spec.name, spec.replace(coefficients=None) if spec.options.get("coefficients") == FITTED else spec,
-              int(s)) for spec in samplers for s in steps]
+    # coefficients=fitted are fitted with a grid: the fixed grid walks the sampler's own weights (``on_fixed_grid``)
+    fixed = [resolve_sampler(on_fixed_grid(spec), process, fit=False) for spec in samplers]
+    walks = [(spec.name, spec, int(s)) for spec in fixed for s in steps]
     if fitted is not None:
         walks += [(f"{spec.name} fitted", spec.replace(**fitted(spec, int(s))), int(s))
                   for spec in samplers for s in steps]

@@ -116,7 +116,7 @@ def likelihood(cfg: DictConfig) -> dict:
 
 def sweep(cfg: DictConfig) -> dict:
     from diffusion.evaluation.sweep import markdown_table, run_sweep, save_sweep
-    from diffusion.samplers.common import FITTED
+    from diffusion.fitting import fitted_options
 
     trained, device = load(cfg)
     n = count(cfg)
@@ -129,7 +129,7 @@ def sweep(cfg: DictConfig) -> dict:
     if unknown:
         raise EvaluationError(f"sweep.options names {', '.join(unknown)}, which is not in sweep.samplers={names}")
     specs = [SamplerSpec(name, steps[0], **(overrides.get(name) or {})).check(trained.process) for name in names]
-    if not cfg.sweep.fitted and any(spec.options.get("coefficients") == FITTED for spec in specs):
+    if not cfg.sweep.fitted and any("coefficients" in fitted_options(spec) for spec in specs):
         raise EvaluationError("coefficients=fitted are fitted together with a grid: add sweep.fitted=true (the "
                               "fixed grids then walk Adams-Bashforth's weights)")
     shape, note = trained.shape()
@@ -154,22 +154,18 @@ def sweep(cfg: DictConfig) -> dict:
 
 
 def fitted_grid(cfg: DictConfig, trained: TrainedRun, shape, device) -> Callable[[SamplerSpec, int], dict]:
-    """``(spec, steps) -> {timesteps[, coefficients]}`` for ``sweep.fitted``: from the schedule file of task=schedule
-    for that sampler, its options and steps (``fitted_schedule``), fitted now with ``schedule.*`` on 256 prior draws
-    where none fitted with the same settings exists yet; the weights too where the sampler has coefficients=fitted."""
-    from diffusion.evaluation.schedule import fitted_schedule
-    from diffusion.samplers.coefficients import load_coefficients
-    from diffusion.samplers.common import FITTED
-    from diffusion.samplers.gits import load_timesteps
+    """``(spec, steps) -> {timesteps[, coefficients]}`` for ``sweep.fitted``: ``spec`` at ``steps`` on the run's
+    fitted grid (``fitting.resolve_sampler``): from the schedule file of task=schedule for that sampler, its options
+    and steps, fitted now with ``schedule.*`` where none fitted with the same settings exists yet; the weights too
+    where the sampler has coefficients=fitted."""
+    from diffusion.fitting import on_fitted_grid, resolve_sampler
 
     def walk(spec: SamplerSpec, steps: int) -> dict:
-        path = fitted_schedule(
-            trained.process, trained.model, shape, spec.name, steps, spec.options,
-            out_dir(cfg, trained.path) / "schedules", refine=cfg.schedule.refine,
-            fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), seed=int(cfg.seed), device=device,
-            meta=trained.provenance, log=_log)
-        weights = {"coefficients": load_coefficients(path)} if spec.options.get("coefficients") == FITTED else {}
-        return {"timesteps": load_timesteps(path), **weights}
+        fitted = resolve_sampler(on_fitted_grid(spec.replace(steps=steps)), trained.process, trained.model, shape,
+                                 schedules_dir=out_dir(cfg, trained.path) / "schedules", refine=cfg.schedule.refine,
+                                 fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), seed=int(cfg.seed),
+                                 device=device, meta=trained.provenance, log=_log)
+        return {option: fitted.options[option] for option in fitted.sources}
 
     return walk
 
@@ -207,8 +203,7 @@ def fid(cfg: DictConfig) -> dict:
 
 
 def schedule(cfg: DictConfig) -> dict:
-    from diffusion.evaluation.schedule import fit_schedule
-    from diffusion.samplers.common import FITTED
+    from diffusion.fitting import fit_schedule, fitted_options
 
     trained, device = load(cfg)
     spec = sampler_from_config(cfg.sampler) if cfg.sampler is not None else SamplerSpec("ipndm", 10)
@@ -219,7 +214,7 @@ def schedule(cfg: DictConfig) -> dict:
                               out_dir(cfg, trained.path) / "schedules", n=count(cfg), seed=int(cfg.seed),
                               device=device, fine_steps=int(cfg.schedule.fine_steps), refine=cfg.schedule.refine,
                               options=spec.options, meta=trained.provenance)
-    weights = f" sampler.coefficients={out}" if spec.options.get("coefficients") == FITTED else ""
+    weights = f" sampler.coefficients={out}" if "coefficients" in fitted_options(spec) else ""
     print(f"{spec.name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "
           f"`python sample.py ckpt={cfg.ckpt} sampler={spec.name} sampler.timesteps={out}{weights}`")
     return {"path": out, "timesteps": times}

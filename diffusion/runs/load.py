@@ -139,7 +139,7 @@ class TrainedRun:
     @property
     def provenance(self) -> dict[str, str | bool]:
         """Where the weights come from (checkpoint file, EMA or raw), as files fitted to them record it
-        (``evaluation.schedule``)."""
+        (``diffusion.fitting``)."""
         return {"checkpoint": str(self.path.resolve()), "ema": self.ema}
 
     @property
