@@ -7,6 +7,8 @@
     python evaluate.py task=fid samples=runs/<run>/samples/ddim_50_seed0/samples.npz [ckpt=runs/<run> | data=cifar10]
     python evaluate.py task=fid samples=my_pngs/ data=folder data.root=real_pngs/ data.image_size=64
     python evaluate.py ckpt=runs/<run> task=schedule sampler=ipndm steps=5   # GITS grid -> eval/schedules/ipndm_5.json
+    python evaluate.py ckpt=hf:google/ddpm-cifar10-32 task=likelihood data=cifar10   # a diffusers model (or folder)
+    python evaluate.py ckpt=runs/<run> task=export out=exported/   # a diffusers folder: DDPMPipeline.from_pretrained
 
 Results go to <run>/eval/ (likelihood.md|json, gamma_ema.json (Analytic-DPM's Gamma, reused by samplers),
 sweep/sweep.md|json|png, fid.json) and the tables are printed.
@@ -23,7 +25,7 @@ from omegaconf import DictConfig
 
 
 def run(cfg: DictConfig) -> dict:
-    """The task ``cfg.task`` names (``diffusion/evaluation/tasks.py``: likelihood, sweep, fid, schedule)."""
+    """The task ``cfg.task`` names (``diffusion/evaluation/tasks.py``: likelihood, sweep, fid, schedule, export)."""
     from diffusion.evaluation.tasks import run as run_task
 
     return run_task(cfg)

@@ -27,35 +27,37 @@ def run(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from diffusion.distillation.setup import prepare_distillation
     from diffusion.evaluation.periodic import training_evaluations
     from diffusion.runs import config_from_checkpoint
     from diffusion.training import distributed as D
+    from diffusion.training.build import check_weights_fit
     from diffusion.training.checkpoint import load_checkpoint, require_checkpoints
     from diffusion.training.loop import Trainer
     from diffusion.training.setup import (align_model_with_data, check_config, describe_run, final_report, relative,
                                           resume_config)
+    from diffusion.runlock import hold_for_job
+    from diffusion.utils import write_text
 
     check_config(cfg)
     hydra_cfg = HydraConfig.get()
     run_dir, state = Path(hydra_cfg.runtime.output_dir), None
+    hold_for_job(run_dir, "train.py", fix=f"pass another hydra.run.dir than {relative(run_dir)}")  # one writer
     if cfg.resume:
         state = load_checkpoint(require_checkpoints(run_dir))
         saved = config_from_checkpoint(state, trust=cfg.trust_checkpoint_config)
         cfg = resume_config(saved, cfg, list(hydra_cfg.overrides.task))
+        check_weights_fit(cfg, state)  # the config's network against the weights, on the meta device
         log.info(f"resuming {state['path']} at step {state['step']}")
-    student = None
-    if cfg.distill is not None:  # a student of a trained run: the teacher's configs, a loss, data and first weights
-        from diffusion.distillation.setup import prepare_distillation
-
-        student = prepare_distillation(cfg, run_dir, resuming=state is not None)
-        cfg = student.cfg
+    # a student of a trained run (configs/distill/): the teacher's configs, its loss, data and first weights
+    cfg, student = prepare_distillation(cfg, run_dir, resuming=state is not None) if cfg.distill else (cfg, {})
     dataset = instantiate(cfg.data)
     align_model_with_data(cfg, dataset)
     # sample grids, bits/dim, FID: what the trainer.*_every settings switch on (the grids' sampler is checked here)
-    trainer = Trainer(cfg, run_dir, student.dataset or dataset if student else dataset, resume=state,
-                      evaluations=training_evaluations(cfg, dataset), **(student.trainer_args() if student else {}))
+    trainer = Trainer(cfg, run_dir, student.pop("dataset", dataset), resume=state,
+                      evaluations=training_evaluations(cfg, dataset), **student)
     if D.current().is_main:  # the resolved config (loss, prediction, precision), as every checkpoint saves it
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(trainer.cfg, resolve=True))
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(trainer.cfg, resolve=True))
         log.info(describe_run(trainer, run_dir))
     summary = trainer.fit()
     if D.current().is_main:

@@ -87,13 +87,39 @@ _full_error = [False]
 def guarded(task: Callable[[Any], Any], cfg: Any) -> Any:
     """Run a script's task inside its @hydra.main function, keeping a user error for ``run_main`` to print as one
     line (raised through Hydra, it would first print its own "Error executing job ..." line)."""
+    from diffusion.runlock import lock_scope
+
     try:
-        return task(cfg)
+        with lock_scope():  # the folders the task writes are its alone until it returns (diffusion.runlock)
+            return task(cfg)
     except user_errors() as error:
         if _full_error[0]:
             raise
         _failures.append(error)
         return None
+    except (OSError, RuntimeError) as error:
+        full = disk_full_error(error)
+        if full is None or _full_error[0]:
+            raise
+        _failures.append(full)
+        return None
+
+
+def disk_full_error(error: BaseException) -> BaseException | None:
+    """A full disk met by a write that does not go through ``diffusion.utils.write_atomic`` (which says it
+    itself): the errno in ``error``'s chain as a one-line ``DiskFullError``; None for any other error."""
+    from diffusion.errors import DiskFullError
+    from diffusion.files import NO_SPACE, disk_full
+
+    if isinstance(error, DiskFullError):
+        return error
+    seen, chain = set(), error
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno in NO_SPACE:
+            return disk_full(chain.filename or "a file", chain.errno)
+        chain = chain.__cause__ or chain.__context__
+    return None
 
 
 def run_main(prog: str, hydra_main: Callable[[], Any], interrupted: str = "interrupted") -> int:
@@ -118,6 +144,12 @@ def run_main(prog: str, hydra_main: Callable[[], Any], interrupted: str = "inter
         message = one_line(error)
         print(f"{prog}: error: {message}{_elsewhere(message)}", file=sys.stderr, flush=True)
         return 2
+    except (OSError, RuntimeError) as error:  # a full disk met outside the task (Hydra writing .hydra/)
+        full = disk_full_error(error)
+        if full is None or _full_error[0]:
+            raise
+        print(f"{prog}: error: {full}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
@@ -129,4 +161,4 @@ def run_main(prog: str, hydra_main: Callable[[], Any], interrupted: str = "inter
     return 0
 
 
-__all__ = ["user_errors", "one_line", "guarded", "run_main"]
+__all__ = ["user_errors", "one_line", "guarded", "run_main", "disk_full_error"]

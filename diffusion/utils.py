@@ -29,7 +29,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def write_atomic(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]) -> Path:
+def write_atomic(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object], needed: int | None = None) -> Path:
     """Write a file through ``write_fn(file)`` so that no reader ever sees it half written; returns the path.
 
     The bytes go to a temporary file ``.<name>.<random>.tmp`` in the target folder, are flushed and fsync'ed,
@@ -37,27 +37,52 @@ def write_atomic(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]
     ``os.replace`` give them the name (atomic within one file system), followed by an fsync of the folder so
     the rename survives a power cut. A failure removes the temporary file; a process killed outright leaves
     it behind, and the old file (if any) stays complete.
+
+    A write that fails for want of space (full disk, quota, file-size limit; however the library doing the
+    writing words it) raises a one-line ``DiskFullError`` naming the file and its size (``needed``, in bytes, if
+    the caller knows it; else what was written when it failed); see ``diffusion.files``.
     """
+    from diffusion.files import CountingFile, disk_full, out_of_space
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        code = out_of_space(path, e)
+        if code is None:
+            raise
+        raise disk_full(path, code, needed=needed) from None
+    counting = None
     try:
         with os.fdopen(fd, "wb") as f:
-            write_fn(f)
+            counting = CountingFile(f)
+            write_fn(counting)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        # asked before the temporary file goes: its bytes are what filled the disk
+        code = out_of_space(path, e, counting.error if counting else None)
         Path(tmp).unlink(missing_ok=True)
-        raise
+        if code is None:
+            raise
+        raise disk_full(path, code, counting.written if counting else 0, needed) from None
     _fsync_dir(path.parent)
     return path
 
 
-def write_json(path: str | os.PathLike, data: object, indent: int = 1) -> Path:
+def write_json(path: str | os.PathLike, data: object, indent: int = 1, **dumps_options) -> Path:
     """``data`` as a JSON file, written atomically (``write_atomic``)."""
-    return write_atomic(path, lambda f: f.write(json.dumps(data, indent=indent).encode()))
+    return write_text(path, json.dumps(data, indent=indent, **dumps_options))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` as a UTF-8 file, written atomically (``write_atomic``): ``Path.write_text`` that never leaves
+    half a file, and says so in one line when the disk is full."""
+    data = text.encode()
+    return write_atomic(path, lambda f: f.write(data), needed=len(data))
 
 
 def read_json(path: str | os.PathLike, missing: str, what: str = "a JSON file") -> object:

@@ -1,11 +1,10 @@
 """The fitted rows' grids and iPNDM weights, made on draws of their own so that every row's fit is reproducible
-alone. The one module of the benchmarks that imports the fits from ``diffusion`` (they move to
-``diffusion.fitting``; the old paths stay as aliases)."""
+alone. The one module of the benchmarks that imports the fits (``diffusion.fitting``)."""
 from __future__ import annotations
 
 import torch
 
-from diffusion.samplers import fit_coefficients, optimize_timesteps  # to become: from diffusion.fitting import ...
+from diffusion.fitting import FITTED, fit_coefficients, optimize_timesteps
 
 #: prior draws every grid and weight fit runs on
 FIT_N = 256
@@ -37,5 +36,5 @@ def joint_fit(proc, eps, dim: int, nfes, fit_seed: int, refine: int) -> tuple[di
     refitted for each trial grid, falls, and the weights fitted on the chosen grid; one generator in turn."""
     g = torch.Generator().manual_seed(fit_seed + 70)
     grids = {k: optimize_timesteps(proc, eps, (1, dim), k, sampler="ipndm", n=FIT_N, generator=g, refine=refine,
-                                   options={"coefficients": "fitted"}) for k in nfes}
+                                   options={"coefficients": FITTED}) for k in nfes}
     return grids, {k: fit_coefficients(proc, eps, (1, dim), grids[k], generator=g, n=FIT_N) for k in nfes}

@@ -25,6 +25,7 @@ from diffusion.conditioning.interpolate import interpolate
 from diffusion.conditioning.masks import build_mask
 from diffusion.device import pick_device
 from diffusion.errors import EvaluationError
+from diffusion.fitting import resolve_sampler
 from diffusion.runs import build_data, load_run
 from diffusion.runs.store import nchw_to_nhwc, save_uint8_grid, to_uint8
 from diffusion.samplers import sampler_from_config
@@ -36,8 +37,8 @@ def run_task(cfg: DictConfig) -> dict:
     spec = sampler_from_config(cfg.sampler) if task == "inpaint" else None
     device = pick_device(cfg.device)
     trained = load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config)
-    if spec is not None:
-        spec.check(trained.process, allow_fitted=False)
+    if spec is not None:  # a schedule file is read; a grid fitted to the run is sample.py's alone (one line)
+        spec = resolve_sampler(spec, trained.process, fit=False)
     shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)

@@ -13,7 +13,6 @@ student like any run and know what it is. The student starts from the teacher's 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +23,7 @@ from diffusion.distillation.consistency import ConsistencyDistillation
 from diffusion.distillation.reflow import CouplingDataset, draw_couplings
 from diffusion.device import pick_device
 from diffusion.errors import ConfigError
+from diffusion.fitting import resolve_sampler
 from diffusion.losses import FlowMatching
 from diffusion.processes import RectifiedFlow
 from diffusion.runs import load_run
@@ -35,20 +35,6 @@ log = logging.getLogger("train")
 METHODS = ("consistency", "reflow")
 #: the teacher's, never this command's: what the student is
 TAKEN_FROM_TEACHER = ("model", "process", "data", "prediction", "loss")
-
-
-@dataclass
-class Distillation:
-    """What the Trainer needs beyond a plain run: the student's config, its loss, its data (reflow: the couplings)
-    and its starting weights (the teacher's network state, None on resume)."""
-
-    cfg: DictConfig
-    loss: Callable[..., torch.Tensor]
-    dataset: Any | None
-    init_state: dict[str, torch.Tensor] | None
-
-    def trainer_args(self) -> dict[str, Any]:
-        return {"loss": self.loss, "init_state": self.init_state}
 
 
 def student_config(cfg: DictConfig, teacher_cfg: DictConfig, teacher_path: Path) -> DictConfig:
@@ -63,9 +49,10 @@ def student_config(cfg: DictConfig, teacher_cfg: DictConfig, teacher_path: Path)
     return student
 
 
-def prepare_distillation(cfg: DictConfig, run_dir: Path, resuming: bool) -> Distillation:
-    """Load the teacher (on the trainer's device), make the student's config, loss and data. ``resuming``: the
-    student's weights come from its own checkpoint, and ``cfg`` is already the student's (saved) config."""
+def prepare_distillation(cfg: DictConfig, run_dir: Path, resuming: bool) -> tuple[DictConfig, dict[str, Any]]:
+    """Load the teacher (on the trainer's device); the student's config and the ``Trainer``'s extra arguments:
+    ``loss``, ``init_state`` (the teacher's network weights; not when ``resuming``, where the student's own
+    checkpoint has them and ``cfg`` is already the student's saved config) and, for reflow, ``dataset``."""
     d, dist = cfg.distill, D.current()
     device = pick_device(str(cfg.trainer.device), dist.local_rank, setting="trainer.device")
     method = getattr(d.method, "value", str(d.method))
@@ -86,7 +73,7 @@ def prepare_distillation(cfg: DictConfig, run_dir: Path, resuming: bool) -> Dist
         loss = ConsistencyDistillation(teacher.process, teacher.model, steps=int(d.steps), spacing=str(d.spacing),
                                        solver=str(d.solver), distance=str(d.distance), target=str(d.target),
                                        ema_decay=float(d.target_decay), weighting=str(d.weighting))
-        return Distillation(cfg, loss, None, init_state)
+        return cfg, {"loss": loss, "init_state": init_state}
     if not isinstance(teacher.process, RectifiedFlow):
         raise ConfigError(f"distill=reflow straightens a rectified flow; the teacher {teacher.path} is "
                           f"{teacher.process!r}: use distill=consistency for it")
@@ -102,16 +89,14 @@ def prepare_distillation(cfg: DictConfig, run_dir: Path, resuming: bool) -> Dist
         draw_couplings(teacher.process, teacher.model, spec, int(d.pairs), shape, folder, seed=int(d.pair_seed),
                        batch_size=int(d.pair_batch_size), device=device, log=log.info)
     D.barrier()  # every rank waits for rank 0's couplings
-    return Distillation(cfg, FlowMatching(teacher.process), CouplingDataset(folder), init_state)
+    return cfg, {"loss": FlowMatching(teacher.process), "init_state": init_state, "dataset": CouplingDataset(folder)}
 
 
 def _concrete(spec, teacher, shape, device):
     """The pairs' sampler with ``fitted`` options made concrete for the teacher: its grid fitted once into the
     teacher's ``eval/schedules`` (as ``sample.py`` fits it), or read from there."""
-    from diffusion.fitting import resolve_sampler
-
     return resolve_sampler(spec, teacher.process, teacher.model, shape, schedules_dir=teacher.run_dir / "eval" / "schedules",
                            meta=teacher.provenance, device=device, log=log.info)
 
 
-__all__ = ["Distillation", "prepare_distillation", "student_config", "METHODS"]
+__all__ = ["prepare_distillation", "student_config", "METHODS"]

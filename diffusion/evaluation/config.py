@@ -23,6 +23,7 @@ class Task(Enum):
     sweep = "sweep"
     fid = "fid"
     schedule = "schedule"
+    export = "export"
 
 
 class SampleTask(Enum):

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusion.evaluation.quality import data_quality
+from diffusion.fitting import resolve_sampler
 from diffusion.samplers import SamplerSpec, sampler_from_config
 from diffusion.training.actions import Periodic, TrainingView
 from diffusion.training.budget import forward_seconds
@@ -43,11 +44,13 @@ LOGGED = ("fid", "kid", "kid_std", "fid_floor", "kid_floor", "digit_fd", "digit_
 
 def training_evaluations(cfg: DictConfig, dataset: Any = None, holdout: Tensor | None = None) -> list[Periodic]:
     """The evaluations ``cfg.trainer`` switches on, as ``Periodic`` actions for the ``Trainer``. The grids' sampler
-    is checked against the process now, so that a bad sampler option fails before the first step. ``holdout``:
+    is checked against the process now (and a schedule file read: ``fitting.resolve_sampler``), so that a bad
+    sampler option fails before the first step. ``holdout``:
     8-bit images (uint8, N x C x H x W) for bits/dim, by default ``holdout_batch(cfg, dataset)``."""
     tc, spec = cfg.trainer, None
     if cfg.get("sampler") is not None:
-        spec = sampler_from_config(cfg.sampler).check(build_process(cfg), allow_fitted=False)
+        # a schedule file is read now; timesteps=fitted is sample.py's alone (one line, before the first step)
+        spec = resolve_sampler(sampler_from_config(cfg.sampler), build_process(cfg), fit=False)
     seed, clip = int(tc.seed), tc.sample_clip
     actions = []
     if tc.sample_every > 0 and tc.sample_count > 0 and spec is not None:

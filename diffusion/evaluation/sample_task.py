@@ -7,38 +7,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion.device import pick_device
-from diffusion.errors import ConfigError
+from diffusion.fitting import resolve_sampler
 from diffusion.likelihood.analytic import sampler_gamma
-from diffusion.runs import BatchStore, TrainedRun, check_request, generate, load_run
+from diffusion.runlock import hold
+from diffusion.runs import BatchStore, check_request, generate, load_run
 from diffusion.runs.store import save_uint8_grid
-from diffusion.samplers import SamplerSpec, sampler_from_config
-from diffusion.samplers.common import FITTED
-
-
-def fit_sampler_grid(spec: SamplerSpec, trained: TrainedRun, shape: tuple[int, int, int], cfg: DictConfig,
-                     device: torch.device) -> SamplerSpec:
-    """``spec`` with ``timesteps=fitted`` (and ``coefficients=fitted``) replaced by the run's schedule file for this
-    sampler and NFE (``evaluation.schedule.fitted_schedule``), fitted with ``cfg.schedule.*`` on first use and kept
-    in ``<run>/eval/schedules/``; any other spec as it is."""
-    from diffusion.evaluation.schedule import fitted_schedule
-
-    if spec.options.get("coefficients") == FITTED and spec.options.get("timesteps") != FITTED:
-        raise ConfigError("sampler.coefficients=fitted are fitted together with their grid: set "
-                          "sampler.timesteps=fitted too (or pass a schedule file to both)")
-    if spec.options.get("timesteps") != FITTED:
-        return spec
-    schedule = str(fitted_schedule(
-        trained.process, trained.model, shape, spec.name, spec.steps, spec.options,
-        trained.run_dir / "eval" / "schedules", refine=cfg.schedule.refine,
-        fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), device=device,
-        log=lambda m: print(m, file=sys.stderr),
-        meta=trained.provenance))
-    weights = {"coefficients": schedule} if spec.options.get("coefficients") == FITTED else {}
-    return spec.replace(timesteps=schedule, **weights)
+from diffusion.samplers import sampler_from_config
 
 
 def sample(cfg: DictConfig) -> dict:
@@ -53,16 +30,23 @@ def sample(cfg: DictConfig) -> dict:
     shape, note = trained.shape()
     if note:
         print(f"note: {note}", file=sys.stderr)
-    spec = fit_sampler_grid(spec, trained, shape, cfg, device)  # timesteps=fitted: the run's grid, fitted on first use
+    # timesteps=fitted: the run's grid for this sampler and NFE, fitted with cfg.schedule.* on first use and kept in
+    # <run>/eval/schedules/ (coefficients=fitted too); a schedule file: its values
+    spec = resolve_sampler(spec, trained.process, trained.model, shape,
+                           schedules_dir=trained.run_dir / "eval" / "schedules", refine=cfg.schedule.refine,
+                           fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), device=device,
+                           meta=trained.provenance, log=lambda m: print(m, file=sys.stderr))
     batch_size = min(int(cfg.batch_size), int(cfg.n))
     raw = "" if cfg.ema else "_raw"
     out = cfg.out or str(trained.run_dir / "samples" / f"{spec.label}_seed{cfg.seed}{raw}")
+    options = {**spec.options, **spec.sources}  # a value read from a file is recorded as the file
     manifest = {"checkpoint": str(trained.path.resolve()), "ema": cfg.ema, "sampler": spec.name, "steps": spec.steps,
-                "options": spec.options, "seed": cfg.seed, "batch_size": batch_size, "shape": list(shape),
+                "options": options, "seed": cfg.seed, "batch_size": batch_size, "shape": list(shape),
                 "class_labels": labels, "guidance_scale": cfg.guidance_scale, "clip_denoised": cfg.clip_denoised}
+    hold(out, "sample.py", fix="pass another out=<folder>")  # one writer per output folder (diffusion.runlock)
     store = BatchStore(out, manifest).open()
     print(f"{cfg.n} samples of {'x'.join(map(str, shape))} from {trained.path} ({'EMA' if cfg.ema else 'raw'} weights, "
-          f"{trained.process!r}) with {spec.name}, {spec.steps} steps{' ' + str(spec.options) if spec.options else ''} "
+          f"{trained.process!r}) with {spec.name}, {spec.steps} steps{' ' + str(options) if options else ''} "
           f"on {device}")
     _, _, stats = generate(trained.process, trained.model, int(cfg.n), shape, sampler=spec, seed=int(cfg.seed),
                            batch_size=batch_size, num_classes=trained.num_classes, class_labels=labels,

@@ -7,18 +7,18 @@ start from the same x_T and differences between rows are the solvers', not the n
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
+from diffusion.fitting import on_fixed_grid, resolve_sampler
+from diffusion.processes.base import Process
 from diffusion.runs.generate import generate
 from diffusion.runs.store import json_safe, save_uint8_grid
-from diffusion.processes.base import Process
 from diffusion.samplers.spec import SamplerSpec
-from diffusion.samplers.common import FITTED
+from diffusion.utils import write_atomic, write_json, write_text
 
 METRICS = {"fid": "FID (Inception)", "kid": "KID (Inception)", "digit_fd": "digit FD (to the test split)",
            "digit_kid": "digit KID (to the test split)"}
@@ -34,20 +34,19 @@ def run_sweep(process: Process, model: Callable, shape: Sequence[int],
     "digit_fd", "digit_kid", ...and every other score ``quality`` gives (floors, KID std, ...)}.
 
     samplers: ``SamplerSpec``s, or name -> options (e.g. {"ddim": {"eta": 0.0}, "pc": {"snr": 0.16}}); ``steps``
-    overrides theirs. Every one is checked against the process before anything runs.
+    overrides theirs. Every one is checked against the process before anything runs, and a schedule file among its
+    options read (``fitting.resolve_sampler``; ``fitted`` options are the ``fitted`` rows' business).
     With ``grid_dir`` the first 16 samples of every row are saved as ``<sampler>_<steps>.png``.
     ``fitted(spec, steps) -> {"timesteps": times[, "coefficients": weights]}``: each (sampler, steps) also runs
     with the options it returns (a grid fitted to the model, and the sampler's weights where they were fitted too:
-    ``evaluation.schedule``), in a row named ``<sampler> fitted`` (grids ``<sampler>_fitted_<steps>.png``).
+    ``diffusion.fitting``), in a row named ``<sampler> fitted`` (grids ``<sampler>_fitted_<steps>.png``).
     """
     if isinstance(samplers, dict):
         samplers = [SamplerSpec(name, **{k: v for k, v in (options or {}).items() if k not in ("name", "steps")})
                     for name, options in samplers.items()]
-    for spec in samplers:
-        spec.check(process)
-    # coefficients=fitted are fitted with a grid: the fixed grid walks Adams-Bashforth's (``coefficients.py``)
-    walks = [(spec.name, spec.replace(coefficients=None) if spec.options.get("coefficients") == FITTED else spec,
-              int(s)) for spec in samplers for s in steps]
+    # coefficients=fitted are fitted with a grid: the fixed grid walks the sampler's own weights (``on_fixed_grid``)
+    fixed = [resolve_sampler(on_fixed_grid(spec), process, fit=False) for spec in samplers]
+    walks = [(spec.name, spec, int(s)) for spec in fixed for s in steps]
     if fitted is not None:
         walks += [(f"{spec.name} fitted", spec.replace(**fitted(spec, int(s))), int(s))
                   for spec in samplers for s in steps]
@@ -136,8 +135,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
     fig.suptitle(title or "quality vs NFE (lower is better)")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=100, format="png"))
     plt.close(fig)
     return path
 
@@ -147,7 +145,7 @@ def save_sweep(rows: list[dict[str, Any]], out_dir: str | Path, notes: Sequence[
     """``sweep.md``, ``sweep.json`` and ``sweep.png`` in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.md").write_text(markdown_table(rows, notes))
-    (out / "sweep.json").write_text(json.dumps(json_safe({"rows": rows, "notes": list(notes), **(extra or {})}),
-                                               indent=2, allow_nan=False))
+    write_text(out / "sweep.md", markdown_table(rows, notes))
+    write_json(out / "sweep.json", json_safe({"rows": rows, "notes": list(notes), **(extra or {})}), indent=2,
+               allow_nan=False)
     return {"md": out / "sweep.md", "json": out / "sweep.json", "png": plot_sweep(rows, out / "sweep.png", title)}

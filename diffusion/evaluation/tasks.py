@@ -5,10 +5,10 @@
 - ``sweep``: quality against NFE for several samplers (``sweep``), optionally on grids fitted to the model.
 - ``fid``: the quality scores of a set of samples (``quality``).
 - ``schedule``: a time grid (and iPNDM weights) fitted to the model (``schedule``).
+- ``export``: the run as a diffusers folder (``diffusion.pretrained``).
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +24,7 @@ from diffusion.evaluation.quality import data_quality, dataset_images, digit_ref
 from diffusion.runs import TrainedRun, load_run, run_dir_of
 from diffusion.runs.store import json_safe, load_images
 from diffusion.samplers import SamplerSpec, sampler_from_config
+from diffusion.utils import write_json, write_text
 
 
 def _log(message: str) -> None:
@@ -56,7 +57,10 @@ def load(cfg: DictConfig) -> tuple[TrainedRun, torch.device]:
     if not cfg.ckpt:
         raise EvaluationError(f"task={cfg.task.value} needs ckpt=<train.py run folder or checkpoint file>")
     device = pick_device(cfg.device)
-    return load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config), device
+    trained = load_run(cfg.ckpt, cfg.ema, device, cfg.trust_checkpoint_config)
+    if cfg.data is not None and trained.cfg.get("data") is None:  # an imported model: the data the user names
+        trained.cfg.data = cfg.data
+    return trained, device
 
 
 def quality_of(cfg: DictConfig, shape, data_cfg: DictConfig | None, device):
@@ -109,15 +113,15 @@ def likelihood(cfg: DictConfig) -> dict:
     out = out_dir(cfg, path)
     out.mkdir(parents=True, exist_ok=True)
     md = table.to_markdown()
-    (out / "likelihood.md").write_text(md)
-    (out / "likelihood.json").write_text(table.to_json())
+    write_text(out / "likelihood.md", md)
+    write_text(out / "likelihood.json", table.to_json())
     print(md + f"\nwrote {out / 'likelihood.md'} and {out / 'likelihood.json'}")
     return {"table": table, "out": out}
 
 
 def sweep(cfg: DictConfig) -> dict:
     from diffusion.evaluation.sweep import markdown_table, run_sweep, save_sweep
-    from diffusion.samplers.common import FITTED
+    from diffusion.fitting import fitted_options
 
     trained, device = load(cfg)
     n = count(cfg)
@@ -130,7 +134,7 @@ def sweep(cfg: DictConfig) -> dict:
     if unknown:
         raise EvaluationError(f"sweep.options names {', '.join(unknown)}, which is not in sweep.samplers={names}")
     specs = [SamplerSpec(name, steps[0], **(overrides.get(name) or {})).check(trained.process) for name in names]
-    if not cfg.sweep.fitted and any(spec.options.get("coefficients") == FITTED for spec in specs):
+    if not cfg.sweep.fitted and any("coefficients" in fitted_options(spec) for spec in specs):
         raise EvaluationError("coefficients=fitted are fitted together with a grid: add sweep.fitted=true (the "
                               "fixed grids then walk Adams-Bashforth's weights)")
     shape, note = trained.shape()
@@ -155,28 +159,25 @@ def sweep(cfg: DictConfig) -> dict:
 
 
 def fitted_grid(cfg: DictConfig, trained: TrainedRun, shape, device) -> Callable[[SamplerSpec, int], dict]:
-    """``(spec, steps) -> {timesteps[, coefficients]}`` for ``sweep.fitted``: from the schedule file of task=schedule
-    for that sampler, its options and steps (``fitted_schedule``), fitted now with ``schedule.*`` on 256 prior draws
-    where none fitted with the same settings exists yet; the weights too where the sampler has coefficients=fitted."""
-    from diffusion.evaluation.schedule import fitted_schedule
-    from diffusion.samplers.coefficients import load_coefficients
-    from diffusion.samplers.common import FITTED
-    from diffusion.samplers.gits import load_timesteps
+    """``(spec, steps) -> {timesteps[, coefficients]}`` for ``sweep.fitted``: ``spec`` at ``steps`` on the run's
+    fitted grid (``fitting.resolve_sampler``): from the schedule file of task=schedule for that sampler, its options
+    and steps, fitted now with ``schedule.*`` where none fitted with the same settings exists yet; the weights too
+    where the sampler has coefficients=fitted."""
+    from diffusion.fitting import on_fitted_grid, resolve_sampler
 
     def walk(spec: SamplerSpec, steps: int) -> dict:
-        path = fitted_schedule(
-            trained.process, trained.model, shape, spec.name, steps, spec.options,
-            out_dir(cfg, trained.path) / "schedules", refine=cfg.schedule.refine,
-            fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), seed=int(cfg.seed), device=device,
-            meta=trained.provenance, log=_log)
-        weights = {"coefficients": load_coefficients(path)} if spec.options.get("coefficients") == FITTED else {}
-        return {"timesteps": load_timesteps(path), **weights}
+        fitted = resolve_sampler(on_fitted_grid(spec.replace(steps=steps)), trained.process, trained.model, shape,
+                                 schedules_dir=out_dir(cfg, trained.path) / "schedules", refine=cfg.schedule.refine,
+                                 fine_steps=int(cfg.schedule.fine_steps), n=int(cfg.schedule.n), seed=int(cfg.seed),
+                                 device=device, meta=trained.provenance, log=_log)
+        return {option: fitted.options[option] for option in fitted.sources}
 
     return walk
 
 
 def fid(cfg: DictConfig) -> dict:
     from diffusion.evaluation.quality import DIGIT_SHAPE
+    from diffusion.pretrained import is_diffusers_source
     from diffusion.runs import saved_config
 
     if not cfg.samples:
@@ -184,7 +185,7 @@ def fid(cfg: DictConfig) -> dict:
     images, _ = load_images(cfg.samples)
     device = pick_device(cfg.device)
     path = None
-    if cfg.ckpt:
+    if cfg.ckpt and not is_diffusers_source(cfg.ckpt):  # a diffusers model names no data set: data= says it
         run_cfg, path = saved_config(cfg.ckpt, trust=cfg.trust_checkpoint_config)
         data_cfg = run_cfg.data
     elif cfg.data is not None:
@@ -201,14 +202,13 @@ def fid(cfg: DictConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = {"samples": str(samples), "n": len(images), "reference": data_cfg.get("_target_"), **scores,
               "quality": quality.describe()}
-    (out / "fid.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
+    write_json(out / "fid.json", json_safe(result), indent=2, allow_nan=False)
     print(f"{quality_table(scores, len(images), str(samples))}\nwrote {out / 'fid.json'}")
     return result
 
 
 def schedule(cfg: DictConfig) -> dict:
-    from diffusion.evaluation.schedule import fit_schedule
-    from diffusion.samplers.common import FITTED
+    from diffusion.fitting import fit_schedule, fitted_options
 
     trained, device = load(cfg)
     spec = sampler_from_config(cfg.sampler) if cfg.sampler is not None else SamplerSpec("ipndm", 10)
@@ -219,14 +219,32 @@ def schedule(cfg: DictConfig) -> dict:
                               out_dir(cfg, trained.path) / "schedules", n=count(cfg), seed=int(cfg.seed),
                               device=device, fine_steps=int(cfg.schedule.fine_steps), refine=cfg.schedule.refine,
                               options=spec.options, meta=trained.provenance)
-    weights = f" sampler.coefficients={out}" if spec.options.get("coefficients") == FITTED else ""
+    weights = f" sampler.coefficients={out}" if "coefficients" in fitted_options(spec) else ""
     print(f"{spec.name}, {steps} NFE: times {', '.join(f'{t:.4g}' for t in times)}\nwrote {out}; use it with "
           f"`python sample.py ckpt={cfg.ckpt} sampler={spec.name} sampler.timesteps={out}{weights}`")
     return {"path": out, "timesteps": times}
 
 
+def export(cfg: DictConfig) -> dict:
+    from diffusion.pretrained import export_diffusers
+
+    if not cfg.out:
+        raise EvaluationError("task=export needs out=<folder> for the diffusers model")
+    trained, _ = load(cfg)
+    shape, _ = trained.shape()
+    if shape[-1] != shape[-2]:
+        raise EvaluationError(f"the run's images are {shape[-2]}x{shape[-1]}; diffusers' sample_size is one side")
+    out = export_diffusers(trained.model, trained.process, trained.cfg.model, cfg.out, sample_size=shape[-1])
+    print(f"wrote {out} (UNet2DModel + DDPMScheduler, {trained.process!r}); load it with "
+          f"diffusers.DDPMPipeline.from_pretrained({str(out)!r})")
+    if trained.process.name != "ddpm":  # a VP SDE: its chain at the labels 999 t (diffusion.pretrained.scheduler)
+        _log("note: the DDPMScheduler walks the VP SDE's chain at t = i/999; at i = 0 diffusers feeds label 0 where "
+             "this run's model uses 999 t_eps")
+    return {"out": out}
+
+
 TASKS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"likelihood": likelihood, "sweep": sweep, "fid": fid,
-                                                            "schedule": schedule}
+                                                            "schedule": schedule, "export": export}
 
 
 def run(cfg: DictConfig) -> dict:

@@ -21,19 +21,29 @@ EMBEDDINGS = ("sinusoidal", "fourier")
 
 
 class SinusoidalEmbedding(nn.Module):
-    """Transformer sinusoid of a scalar per sample: (batch,) -> (batch, dim)."""
+    """Transformer sinusoid of a scalar per sample: (batch,) -> (batch, dim).
 
-    def __init__(self, dim: int, max_period: float = 10000.0):
+    Two variants of the published networks (diffusers' ``flip_sin_to_cos`` and ``freq_shift``):
+    w_i = max_period^(-i / (dim/2 - freq_shift)) -- DDPM's TensorFlow code divides by dim/2 - 1 -- and the
+    features [cos, sin] (``cos_first``, as ADM) or [sin, cos] (DDPM).
+    """
+
+    def __init__(self, dim: int, max_period: float = 10000.0, cos_first: bool = True, freq_shift: float = 0.0):
         super().__init__()
         if dim % 2:
             raise ValueError(f"sinusoidal embedding needs an even dim, got {dim}")
         half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
+        if half - freq_shift <= 0:
+            raise ValueError(f"freq_shift={freq_shift} must stay below dim/2 = {half}")
+        self.cos_first = cos_first
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / (half - freq_shift))
         self.register_buffer("freqs", freqs.float(), persistent=False)
 
     def forward(self, s: Tensor) -> Tensor:
         angles = s.float()[:, None] * self.freqs[None, :]
-        return torch.cat([angles.cos(), angles.sin()], dim=1)
+        if self.cos_first:
+            return torch.cat([angles.cos(), angles.sin()], dim=1)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
 class FourierEmbedding(nn.Module):
@@ -55,9 +65,9 @@ class FourierEmbedding(nn.Module):
         return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
-def noise_embedding(kind: str, dim: int) -> nn.Module:
+def noise_embedding(kind: str, dim: int, cos_first: bool = True, freq_shift: float = 0.0) -> nn.Module:
     if kind == "sinusoidal":
-        return SinusoidalEmbedding(dim)
+        return SinusoidalEmbedding(dim, cos_first=cos_first, freq_shift=freq_shift)
     if kind == "fourier":
         return FourierEmbedding(dim)
     raise ValueError(f"unknown embedding {kind!r}; choose one of {', '.join(EMBEDDINGS)}")

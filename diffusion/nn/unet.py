@@ -72,13 +72,13 @@ class ResBlock(nn.Module):
     """Residual block conditioned on the (already SiLU-activated) embedding; optionally resamples (BigGAN)."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_ch: int, dropout: float = 0.0, scale_shift: bool = False,
-                 resample: str | None = None, norm_groups: int = 32):
+                 resample: str | None = None, norm_groups: int = 32, norm_eps: float = GN_EPS):
         super().__init__()
         self.scale_shift, self.resample = scale_shift, resample
-        self.norm1 = nn.GroupNorm(norm_groups, in_ch, eps=GN_EPS)
+        self.norm1 = nn.GroupNorm(norm_groups, in_ch, eps=norm_eps)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb_proj = nn.Linear(emb_ch, 2 * out_ch if scale_shift else out_ch)
-        self.norm2 = nn.GroupNorm(norm_groups, out_ch, eps=GN_EPS)
+        self.norm2 = nn.GroupNorm(norm_groups, out_ch, eps=norm_eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = PointwiseConv(in_ch, out_ch) if in_ch != out_ch else nn.Identity()
@@ -98,15 +98,23 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class Downsample(nn.Module):
-    """Strided 3x3 convolution (DDPM's resamp_with_conv)."""
+DOWNSAMPLE_PADDINGS = ("symmetric", "bottom_right")
 
-    def __init__(self, channels: int):
+
+class Downsample(nn.Module):
+    """Strided 3x3 convolution (DDPM's resamp_with_conv). ``padding``: one zero row/column on every side
+    (``symmetric``), or only after the last row and column (``bottom_right``: TensorFlow's "SAME" for even sides,
+    as in DDPM's own code and its diffusers port, ``downsample_padding=0``)."""
+
+    def __init__(self, channels: int, padding: str = "symmetric"):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        if padding not in DOWNSAMPLE_PADDINGS:
+            raise ValueError(f"downsample padding {padding!r}: choose one of {', '.join(DOWNSAMPLE_PADDINGS)}")
+        self.bottom_right = padding == "bottom_right"
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0 if self.bottom_right else 1)
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
-        return self.conv(x)
+        return self.conv(F.pad(x, (0, 1, 0, 1)) if self.bottom_right else x)
 
 
 class Upsample(nn.Module):
@@ -167,6 +175,16 @@ class UNet(nn.Module):
         resblock_updown: BigGAN-style residual blocks for up/down-sampling instead of (strided) convs.
         scale_shift: FiLM conditioning GN(h)(1 + s) + b instead of DDPM's additive bias.
         checkpointing: recompute activations in backward (less memory, ~30% more time).
+        norm_groups, norm_eps: GroupNorm's groups and epsilon (DDPM: 32, 1e-6).
+        head_channels: channels per attention head at every attention (ADM's num_head_channels, diffusers'
+            attention_head_dim); overrides ``num_heads``.
+        embedding_cos_first, embedding_freq_shift: the sinusoid's layout (``SinusoidalEmbedding``): DDPM's own
+            network has [sin, cos] and frequency shift 1, ADM's [cos, sin] and 0 (the default).
+        downsample_padding: ``symmetric`` or ``bottom_right`` (DDPM's TensorFlow padding) for the strided convs.
+
+    The last five options' defaults build the network of every earlier release (checkpoints load unchanged); their
+    other values exist so that published DDPM-family networks (diffusers' UNet2DModel, ``diffusion.pretrained``)
+    load exactly.
     """
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, base_channels: int = 128,
@@ -174,7 +192,9 @@ class UNet(nn.Module):
                  attention_resolutions: Sequence[int] = (16,), num_heads: int = 1, dropout: float = 0.0,
                  embedding: str = "sinusoidal", num_classes: int | None = None, resblock_updown: bool = False,
                  scale_shift: bool = False, checkpointing: bool = False, out_channels: int | None = None,
-                 norm_groups: int = 32):
+                 norm_groups: int = 32, norm_eps: float = GN_EPS, head_channels: int | None = None,
+                 embedding_cos_first: bool = True, embedding_freq_shift: float = 0.0,
+                 downsample_padding: str = "symmetric"):
         super().__init__()
         levels = len(channel_mults)
         self.in_channels, self.image_size, self.levels = in_channels, image_size, levels
@@ -191,16 +211,26 @@ class UNet(nn.Module):
             raise ValueError(f"attention_resolutions {unknown} match no level; the levels of a {image_size}px "
                              f"input have sides {resolutions}")
 
+        if embedding != "sinusoidal" and (not embedding_cos_first or embedding_freq_shift):
+            raise ValueError("embedding_cos_first/embedding_freq_shift shape the sinusoidal embedding only; "
+                             f"leave them at their defaults with embedding={embedding!r}")
+
         emb_ch = 4 * base_channels
-        self.noise_embed = noise_embedding(embedding, base_channels)
+        self.noise_embed = noise_embedding(embedding, base_channels, embedding_cos_first, embedding_freq_shift)
         self.emb_mlp = nn.Sequential(nn.Linear(base_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
         self.class_embed = nn.Embedding(num_classes + 1, emb_ch) if num_classes is not None else None
 
         def res(cin: int, cout: int, resample: str | None = None) -> ResBlock:
-            return ResBlock(cin, cout, emb_ch, dropout, scale_shift, resample, norm_groups)
+            return ResBlock(cin, cout, emb_ch, dropout, scale_shift, resample, norm_groups, norm_eps)
+
+        def attention(ch: int) -> AttentionBlock:
+            if head_channels is not None and (head_channels < 1 or ch % head_channels):
+                raise ValueError(f"head_channels={head_channels} must divide the attention width {ch}")
+            heads = ch // head_channels if head_channels is not None else num_heads
+            return AttentionBlock(ch, heads, norm_groups, norm_eps)
 
         def attn(ch: int, resolution: int) -> AttentionBlock | None:
-            return AttentionBlock(ch, num_heads, norm_groups, GN_EPS) if resolution in attention_resolutions else None
+            return attention(ch) if resolution in attention_resolutions else None
 
         self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
         encoder: list[nn.Module] = []
@@ -211,12 +241,11 @@ class UNet(nn.Module):
                 ch = width
                 skip_widths.append(ch)
             if level < levels - 1:
-                encoder.append(res(ch, ch, "down") if resblock_updown else Downsample(ch))
+                encoder.append(res(ch, ch, "down") if resblock_updown else Downsample(ch, downsample_padding))
                 skip_widths.append(ch)
         self.encoder = nn.ModuleList(encoder)
 
-        self.middle = nn.ModuleList([Stage(res(ch, ch), AttentionBlock(ch, num_heads, norm_groups, GN_EPS)),
-                                     res(ch, ch)])
+        self.middle = nn.ModuleList([Stage(res(ch, ch), attention(ch)), res(ch, ch)])
 
         decoder: list[nn.Module] = []
         for level in reversed(range(levels)):
@@ -228,7 +257,7 @@ class UNet(nn.Module):
                 decoder.append(res(ch, ch, "up") if resblock_updown else Upsample(ch))
         self.decoder = nn.ModuleList(decoder)
 
-        self.norm_out = nn.GroupNorm(norm_groups, ch, eps=GN_EPS)
+        self.norm_out = nn.GroupNorm(norm_groups, ch, eps=norm_eps)
         self.conv_out = _zero(nn.Conv2d(ch, out_channels or in_channels, 3, padding=1))
 
     @property

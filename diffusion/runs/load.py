@@ -53,10 +53,11 @@ def load_model(ckpt: str | os.PathLike, use_ema: bool = True, device: str | torc
     (``use_ema=False``: the raw trained weights), the process it was trained on, and the run's config.
     The saved config may build only the project's own classes unless ``trust_config=True``.
     """
-    from diffusion.training.build import build_from_config
+    from diffusion.training.build import build_from_config, check_weights_fit
 
     state = load_checkpoint(ckpt, map_location="cpu")
     cfg = config_from_checkpoint(state, trust=trust_config)
+    check_weights_fit(cfg, state)  # on the meta device: a config that asks for more than its weights allocates nothing
     model, process = build_from_config(cfg)
     weights = state.get("ema") if use_ema else None
     if use_ema and not weights:
@@ -128,7 +129,7 @@ class TrainedRun:
     model: EpsModel
     process: Process
     cfg: DictConfig
-    path: Path  # the checkpoint file
+    path: Path  # the checkpoint file (an imported diffusers model: its folder)
     ema: bool = True  # the EMA weights (false: the raw trained weights)
 
     @property
@@ -138,7 +139,7 @@ class TrainedRun:
     @property
     def provenance(self) -> dict[str, str | bool]:
         """Where the weights come from (checkpoint file, EMA or raw), as files fitted to them record it
-        (``evaluation.schedule``)."""
+        (``diffusion.fitting``)."""
         return {"checkpoint": str(self.path.resolve()), "ema": self.ema}
 
     @property
@@ -156,13 +157,22 @@ class TrainedRun:
 
     def data(self, split: str):
         """The run's data set (uint8, no augmentation, never downloaded)."""
+        if self.cfg.get("data") is None:  # an imported model (diffusion.pretrained) does not say what it learned
+            raise EvaluationError(f"{self.path} names no data set: pass data=<a configs/data "
+                                  "option, e.g. cifar10> (evaluate.py) or images=<an .npz or a folder> (sample.py)")
         return build_data(self.cfg.data, split)
 
 
 def load_run(ckpt: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu",
              trust_config: bool = False) -> TrainedRun:
     """The trained run of a checkpoint file or run folder; ``CheckpointError`` (one line) on a bad file or on a
-    saved config that names anything but the project's own classes (unless ``trust_config``)."""
+    saved config that names anything but the project's own classes (unless ``trust_config``). A diffusers DDPM
+    folder or ``hf:<id>`` loads through ``diffusion.pretrained`` (its config is read as data, never trusted)."""
+    from diffusion.pretrained import is_diffusers_source, load_diffusers
+
+    if is_diffusers_source(ckpt):
+        model, process, cfg, folder = load_diffusers(ckpt, device)
+        return TrainedRun(model, process, cfg, folder, bool(ema))
     path = resolve_checkpoint(ckpt)
     model, process, cfg = load_model(path, use_ema=ema, device=device, trust_config=trust_config)
     return TrainedRun(model, process, cfg, path, bool(ema))

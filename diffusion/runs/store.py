@@ -81,7 +81,7 @@ def save_npz(path: str | os.PathLike, images_nhwc: np.ndarray, labels: np.ndarra
     """``arr_0`` = uint8 images (N, H, W, C), ``arr_1`` = labels if given; written atomically."""
     arrays = [np.asarray(images_nhwc, dtype=np.uint8)] + ([np.asarray(labels, dtype=np.int64)] if labels is not None else [])
     path = Path(path)
-    write_atomic(path, lambda f: np.savez(f, *arrays))
+    write_atomic(path, lambda f: np.savez(f, *arrays), needed=sum(a.nbytes for a in arrays))
     return path
 
 

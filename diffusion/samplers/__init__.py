@@ -20,141 +20,54 @@ over the eps model, and ``sample``, the one entry point scripts call.
 
 Every sampler walks ``process.timesteps(steps, spacing)`` from t_max to t_min and ends with one step to the
 clean data (x0_pred at t_min), so a one-evaluation-per-step sampler costs exactly ``steps`` model calls. The
-exception is the multistep solvers (``dpmpp_2m``, ``dpmpp_3m``, ``unipc``, ``ipndm``, ``dpmpp_2m_sde``): each
-spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times and returns x at t_min (the
-DPM-Solver authors' layout, which measured better at 5-10 NFE). A sampler's options are its keyword-only
-parameters (``sampler_options``; their defaults live there and nowhere else). Every sampler takes ``timesteps=``:
-explicit times (or a schedule file from ``optimize_timesteps``, ``gits.py``) in place of ``steps`` and
-``spacing``; ``ipndm`` also takes ``coefficients=``, its multistep weights fitted to the model on such a grid
-(``fit_coefficients``, ``coefficients.py``). Randomness comes only from the ``generator``, in a fixed order of draws.
+exception is the multistep solvers (``dpmpp_2m``, ``dpmpp_3m``, ``unipc``, ``ipndm``, ``dpmpp_2m_sde``, registered
+with ``layout=SOLVER``): each spends its ``steps`` calls on the first ``steps`` of ``steps + 1`` grid times and
+returns x at t_min (the DPM-Solver authors' layout). A sampler's options are its keyword-only parameters
+(``sampler_options``; their defaults live there and nowhere else). Every sampler takes ``timesteps=``: explicit
+times in place of ``steps`` and ``spacing`` (``grids.py``); ``ipndm`` also takes ``coefficients=``, its multistep
+weights. Grids and weights fitted to a model, and schedule files, are the business of ``diffusion.fitting``, one
+layer up: ``resolve_sampler`` turns a configured ``timesteps=fitted`` or ``timesteps=<file>`` into the times the
+sampler takes. Randomness comes only from the ``generator``, in a fixed order of draws.
 
 Adding a sampler: decorate the function with ``@register_sampler()`` (``needs={MARKOV_CHAIN}`` if it walks DDPM's
-discrete chain; see ``registry.py``), import its module here, and add ``configs/sampler/<name>.yaml``.
+discrete chain, ``layout=SOLVER`` if it is a multistep solver that stops at the last of steps + 1 times; see
+``registry.py``), import its module here, and add ``configs/sampler/<name>.yaml``. ``diffusion.fitting`` then fits
+grids for it by its layout.
 """
 from __future__ import annotations
 
-from typing import Callable
+import importlib
 
-import torch
-from torch import Tensor
-
-from diffusion.errors import ConfigError
-from diffusion.parameterization import clip_denoised as clip_denoised_model
-from diffusion.processes.base import Process
-from diffusion.samplers.registry import (MARKOV_CHAIN, SAMPLERS, check_sampler, lookup, register_sampler,
-                                         runs_on, sampler_options, samplers_for)
+from diffusion.samplers.registry import (DENOISE, MARKOV_CHAIN, SAMPLERS, SOLVER, check_sampler, layout, lookup,
+                                         register_sampler, runs_on, sampler_options, samplers_for)
+from diffusion.samplers.sampling import CountingModel, guided, sample
 from diffusion.samplers.spec import SamplerSpec, sampler_from_config
 
 # importing a sampler's module registers it; this order is the order of SAMPLERS (tables, sweeps)
-from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step  # noqa: E402  isort: skip
-from diffusion.samplers.sde import euler_maruyama, pc  # noqa: E402  isort: skip
-from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift  # noqa: E402  isort: skip
-from diffusion.samplers.dpm_solver import dpmpp_2m  # noqa: E402  isort: skip
-from diffusion.samplers.heun import heun  # noqa: E402  isort: skip
-from diffusion.samplers.dpmpp_3m import dpmpp_3m  # noqa: E402  isort: skip
-from diffusion.samplers.unipc import unipc  # noqa: E402  isort: skip
-from diffusion.samplers.ipndm import ipndm  # noqa: E402  isort: skip
-from diffusion.samplers.dpmpp_sde import dpmpp_2m_sde  # noqa: E402  isort: skip
-from diffusion.samplers.consistency import consistency  # noqa: E402  isort: skip
-from diffusion.samplers.gits import optimize_timesteps  # noqa: E402  (after the samplers: it calls sample)
-from diffusion.samplers.coefficients import fit_coefficients  # noqa: E402  (it calls sample too)
+from diffusion.samplers.ancestral import ddim, ddim_step, ddpm, ddpm_step  # isort: skip
+from diffusion.samplers.sde import euler_maruyama, pc  # isort: skip
+from diffusion.samplers.ode import decode, encode, ode, probability_flow_drift  # isort: skip
+from diffusion.samplers.dpm_solver import dpmpp_2m  # isort: skip
+from diffusion.samplers.heun import heun  # isort: skip
+from diffusion.samplers.dpmpp_3m import dpmpp_3m  # isort: skip
+from diffusion.samplers.unipc import unipc  # isort: skip
+from diffusion.samplers.ipndm import ipndm  # isort: skip
+from diffusion.samplers.dpmpp_sde import dpmpp_2m_sde  # isort: skip
+from diffusion.samplers.consistency import consistency  # isort: skip
+
+#: compatibility aliases: the fits moved one layer up, to ``diffusion.fitting``; ``diffusion.samplers.<name>``
+#: still finds them, loaded on first use so that importing the samplers never imports the layer above them
+_MOVED_UP = {"optimize_timesteps": "diffusion.fitting", "fit_coefficients": "diffusion.fitting"}
 
 
-class CountingModel:
-    """Wraps ``model(x, t, **kw)`` and counts its calls in ``.nfe`` (number of function evaluations).
-
-    A call on a batch counts once, so classifier-free guidance, which evaluates the conditional and the
-    unconditional prediction in one doubled batch, costs one NFE per step. Other attributes pass through.
-    """
-
-    def __init__(self, model: Callable[..., Tensor]):
-        self.model = model
-        self.nfe = 0
-
-    def __call__(self, x: Tensor, t: Tensor, **kwargs) -> Tensor:
-        self.nfe += 1
-        return self.model(x, t, **kwargs)
-
-    def __getattr__(self, name: str):
-        if name == "model":  # not set yet (e.g. while unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
-
-def _null_class(model, null_class: int | None) -> int:
-    if null_class is not None:
-        return null_class
-    for owner in (model, getattr(model, "net", None)):
-        for attr in ("null_class", "num_classes"):  # the null label is num_classes by convention
-            value = getattr(owner, attr, None)
-            if isinstance(value, int):
-                return value
-    raise ConfigError("classifier-free guidance needs the null class label: pass null_class=<label> "
-                     "(usually num_classes) or give the model a null_class / num_classes attribute")
-
-
-def guided(model: Callable[..., Tensor], class_labels: Tensor, guidance_scale: float | None = None,
-           null_class: int | None = None) -> Callable[[Tensor, Tensor], Tensor]:
-    """``model(x, t)`` for fixed class labels; with ``guidance_scale`` w, classifier-free guidance (Ho & Salimans
-    2022): eps = eps_uncond + w (eps_cond - eps_uncond), eps_uncond the prediction for the null label, one
-    doubled batch per call. w = 1 is the plain conditional model, w = 0 the unconditional one."""
-    if guidance_scale is None:
-        return lambda x, t: model(x, t, class_labels=class_labels)
-    null = torch.full_like(class_labels, _null_class(model, null_class))
-    labels = torch.cat([class_labels, null])
-
-    def guided_model(x: Tensor, t: Tensor) -> Tensor:
-        eps_cond, eps_uncond = model(torch.cat([x, x]), torch.cat([t, t]), class_labels=labels).chunk(2)
-        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-
-    return guided_model
-
-
-@torch.no_grad()
-def sample(process: Process, model: Callable[..., Tensor], shape: tuple[int, ...] | None, sampler: str = "ddim",
-           steps: int = 50, generator: torch.Generator | None = None, x_T: Tensor | None = None, *,
-           class_labels: Tensor | None = None, guidance_scale: float | None = None, null_class: int | None = None,
-           progress: bool = False, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-           clip_denoised: float | None = None, **options) -> Tensor:
-    """Draw samples: x_T from ``process.prior_sample(shape, generator)`` (unless given), then ``sampler``.
-
-    steps: model evaluations for one-evaluation-per-step samplers (pc: steps * (1 + corrector_steps);
-        ode: the grid of a fixed-step method, ignored by adaptive ones).
-    class_labels: passed as ``model(x, t, class_labels=...)``; with ``guidance_scale`` w, classifier-free
-        guidance eps_u + w (eps_c - eps_u), where the unconditional call uses the null label ``null_class``,
-        else ``model.null_class``, ``model.num_classes`` (or the same on ``model.net``, as for ``EpsModel``).
-    dtype: of the drawn x_T (float32 by default); a given x_T keeps its dtype unless ``dtype`` is passed.
-    clip_denoised: clip every denoised estimate x0_pred to [-c, c] (images scaled to [-1, 1]: c = 1), as Ho et
-        al.'s sampler does; see ``parameterization.clip_denoised``. None (default): the model as it is.
-    options: the sampler's own (e.g. ddim: eta, spacing; see ``sampler_options``). Runs under no_grad.
-    """
-    SamplerSpec(sampler, steps, **options)  # name, steps and option names; the sampler checks its options' values
-    check_sampler(sampler, process)
-    fn = lookup(sampler)
-    if x_T is None:
-        if shape is None:
-            raise ValueError("give a shape or x_T")
-        gen_device = generator.device if generator is not None else device
-        x = process.prior_sample(tuple(shape), generator, device=gen_device, dtype=dtype or torch.float32)
-        x = x.to(device) if device is not None else x
-    else:
-        if shape is not None and tuple(shape) != tuple(x_T.shape):
-            raise ValueError(f"shape {tuple(shape)} does not match x_T.shape {tuple(x_T.shape)}; pass shape=None")
-        x = x_T.to(device=device or x_T.device, dtype=dtype or x_T.dtype)
-    if class_labels is not None:
-        class_labels = torch.as_tensor(class_labels, device=x.device)
-        if class_labels.shape != (x.shape[0],):
-            raise ValueError(f"class_labels must have shape ({x.shape[0]},), got {tuple(class_labels.shape)}")
-        model = guided(model, class_labels, guidance_scale, null_class)
-    elif guidance_scale is not None:
-        raise ConfigError("guidance_scale needs class_labels (the labels to guide towards)")
-    if clip_denoised is not None:
-        model = clip_denoised_model(model, process, clip_denoised)
-    return fn(process, model, x, steps, generator, progress, **options)
+def __getattr__(name: str):
+    if name in _MOVED_UP:  # compatibility alias (see _MOVED_UP)
+        return getattr(importlib.import_module(_MOVED_UP[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["sample", "SAMPLERS", "SamplerSpec", "sampler_from_config", "register_sampler", "check_sampler", "runs_on",
-           "samplers_for", "MARKOV_CHAIN", "CountingModel", "guided", "sampler_options",
+           "samplers_for", "MARKOV_CHAIN", "DENOISE", "SOLVER", "layout", "CountingModel", "guided", "sampler_options",
            "ddpm", "ddim", "ddpm_step", "ddim_step", "euler_maruyama", "pc", "ode", "encode", "decode",
            "probability_flow_drift", "dpmpp_2m", "heun", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde", "consistency",
            "optimize_timesteps", "fit_coefficients"]

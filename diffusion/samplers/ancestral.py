@@ -32,10 +32,11 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from diffusion.errors import ConfigError
+from diffusion.likelihood.analytic import as_gamma, optimal_variance
 from diffusion.processes.base import Process, posterior
 from diffusion.samplers.registry import MARKOV_CHAIN, check_sampler, register_sampler
-from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, check_choice, grid, model_time, noise_like,
-                                       t64, transition)
+from diffusion.samplers.common import EpsFn, alpha_sigma, check_choice, model_time, noise_like, t64, transition
+from diffusion.samplers.grids import Timesteps, grid
 
 VARIANCES = ("beta_tilde", "beta", "analytic")
 DDIM_VARIANCES = ("eta", "analytic")
@@ -45,8 +46,6 @@ def _gamma(process: Process, variance: str, gamma):
     """The Gamma an analytic variance needs (loaded from a path if given one); None for other variances."""
     if variance != "analytic":
         return None
-    from diffusion.likelihood.analytic import as_gamma
-
     gamma = as_gamma(gamma)
     if gamma is None:
         raise ValueError("variance='analytic' needs gamma=<likelihood.estimate_gamma(...) or the path of a saved "
@@ -57,8 +56,6 @@ def _gamma(process: Process, variance: str, gamma):
 
 
 def _analytic_var(process: Process, gamma, t: float, s: float, lambda2: float) -> float:
-    from diffusion.likelihood.analytic import optimal_variance
-
     return float(optimal_variance(process, gamma, t64(t), t64(s), t64(lambda2)))
 
 

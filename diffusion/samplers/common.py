@@ -1,4 +1,5 @@
-"""Helpers every sampler shares: the model's time argument, noise from a generator, scalar coefficients.
+"""Helpers every sampler shares: the model's time argument, noise from a generator, scalar coefficients, the order
+of a multistep step. The grids are ``grids.py``'s.
 
 A sampler walks a grid of scalar times, so its coefficients (alpha, sigma, f, g^2) are float64 numbers
 computed once per step by the process and applied as Python floats: the state keeps its own dtype.
@@ -6,14 +7,15 @@ computed once per step by the process and applied as Python floats: the state ke
 from __future__ import annotations
 
 import math
-import os
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
+# the grids have a module of their own (``grids.py``); these names stay importable from here, where they were
+from diffusion.samplers.grids import Timesteps, check_timesteps, grid, solver_grid  # noqa: F401
 
 #: ``model(x, t) -> eps``: t has shape (batch,) in the process's own time
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -67,73 +69,6 @@ def eps_and_x0(process: Process, model: EpsFn, x: Tensor, t: float) -> tuple[Ten
     alpha, sigma = alpha_sigma(process, t)
     eps = model(x, model_time(t, x)).to(x.dtype)
     return eps, (x - sigma * eps) / alpha
-
-
-#: ``timesteps=fitted``: sample.py fits the grid to the run (``evaluation.schedule.fitted_schedule``)
-FITTED = "fitted"
-
-#: what a sampler's ``timesteps=`` option accepts: explicit times, or the path of a schedule file (``gits.py``)
-Timesteps = Sequence[float] | Tensor | str | os.PathLike | None
-
-
-def grid(process: Process, steps: int, spacing: str, timesteps: Timesteps = None) -> list[float]:
-    """``steps`` model times from t_max down to t_min; the sampler ends with one step to the clean data.
-
-    Every sampler's grid goes through here, so every sampler takes ``timesteps=``: explicit times (a list, a
-    tensor, or the path of a JSON schedule written by ``optimize_timesteps``) replace ``steps`` and ``spacing``,
-    and ``grid(p, n, sp, p.timesteps(n, sp))`` is ``grid(p, n, sp)``."""
-    if timesteps is not None:
-        return check_timesteps(process, timesteps)
-    if int(steps) != steps or steps < 1:
-        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-    return process.timesteps(int(steps), spacing).tolist()
-
-
-def solver_grid(process: Process, steps: int, spacing: str, timesteps: Timesteps, name: str) -> list[float]:
-    """The ``steps + 1`` times of the multistep solvers (dpmpp_2m, unipc, ...), which evaluate the model at all but
-    the last and stop there; explicit ``timesteps`` (at least 2) replace steps and spacing (NFE = len - 1)."""
-    if timesteps is not None:
-        ts = check_timesteps(process, timesteps)
-        if len(ts) < 2:
-            raise ConfigError(f"{name} needs at least 2 timesteps (it stops at the last), got {len(ts)}")
-        return ts
-    if int(steps) != steps or steps < 1:
-        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-    try:
-        return grid(process, int(steps) + 1, spacing)
-    except ValueError as err:  # the message names steps + 1, which the caller never passed
-        raise ConfigError(f"{name} with steps={steps} walks {int(steps) + 1} times: {err}") from None
-
-
-def schedule_command(fit: str) -> str:
-    """The command that writes a schedule file, for messages; ``fit``: what it fits (e.g. ``sampler=<name>``)."""
-    return f"`evaluate.py ckpt=<run> task=schedule {fit} steps=<NFE>`"
-
-
-def fitted_elsewhere(option: str, what: str, fit: str) -> ConfigError:
-    """The error for ``<option>=fitted`` anywhere but sample.py, which alone fits it (into the run's schedules)."""
-    return ConfigError(f"{option}={FITTED} ({what}) is resolved by sample.py's task=sample alone; here pass a "
-                       f"schedule file from {schedule_command(fit)}, or {option}=null")
-
-
-def check_timesteps(process: Process, timesteps: Timesteps) -> list[float]:
-    """Explicit times as floats: finite, strictly decreasing, within [min(t_eps, t_min), t_max] of ``process``.
-    A str or path is a schedule file (``gits.load_timesteps``); ``"fitted"`` is resolved by sample.py alone."""
-    if isinstance(timesteps, str) and timesteps == FITTED:
-        raise fitted_elsewhere("timesteps", "a grid fitted to the run", "sampler=<name>")
-    if isinstance(timesteps, (str, os.PathLike)):
-        from diffusion.samplers.gits import load_timesteps  # a file written by optimize_timesteps
-
-        timesteps = load_timesteps(timesteps)
-    ts = [float(t) for t in (timesteps.tolist() if isinstance(timesteps, Tensor) else timesteps)]
-    if not ts:
-        raise ConfigError("timesteps is empty: give the times to walk, from t_max down")
-    if not all(math.isfinite(t) for t in ts) or any(b >= a for a, b in zip(ts, ts[1:])):
-        raise ConfigError(f"timesteps must be finite and strictly decreasing, got {ts}")
-    lo, hi = min(process.t_eps, process.t_min), process.t_max
-    if ts[0] > hi * (1 + 1e-9) or ts[-1] < lo * (1 - 1e-9):
-        raise ConfigError(f"timesteps must lie in [{lo:g}, {hi:g}] for {process!r}, got {ts[0]:g} ... {ts[-1]:g}")
-    return ts
 
 
 #: below this many steps the third-order multistep solvers (dpmpp_3m, unipc) lower their order over the last

@@ -17,7 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffusion.processes.base import Process
-from diffusion.samplers.common import EpsFn, Timesteps, alpha_sigma, eps_and_x0, grid, noise_like
+from diffusion.samplers.common import EpsFn, alpha_sigma, eps_and_x0, noise_like
+from diffusion.samplers.grids import Timesteps, grid
 from diffusion.samplers.registry import register_sampler
 
 

@@ -24,7 +24,8 @@ The endpoint layout and the default ``logsnr`` grid were chosen by measurement o
 ``benchmarks/samplers.py``: the tables are in ``benchmarks/samplers.md`` ("DPM-Solver++(2M): endpoint layout and
 time grids"). In short, ``logsnr`` is the most accurate at 10 and 20 NFE on VP/DDPM and the only grid robust on the
 cosine schedule; at <= 5 NFE ``spacing="uniform"`` is better on VP and sub-VP.
-``tests/samplers/test_dpm_solver.py::test_default_spacing`` (slow) re-measures the 10-NFE choice.
+``tests/samplers/test_dpm_solver.py::test_default_spacing`` (slow) re-measures the 10-NFE choice, and
+``benchmarks/grid_defaults.py`` re-checks every multistep solver's default on mixtures of other shapes.
 """
 from __future__ import annotations
 
@@ -35,14 +36,15 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from diffusion.processes.base import Process
-from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import EpsFn, Timesteps, alpha_sigma, eps_and_x0, half_log_snr, solver_grid
+from diffusion.samplers.common import EpsFn, alpha_sigma, eps_and_x0, half_log_snr
+from diffusion.samplers.grids import Timesteps, solver_grid
+from diffusion.samplers.registry import SOLVER, register_sampler
 
 #: below this many steps the last step is first order (the authors' ``lower_order_final`` rule)
 LOWER_ORDER_FINAL_BELOW = 10
 
 
-@register_sampler()
+@register_sampler(layout=SOLVER)
 def dpmpp_2m(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
              progress: bool = False, *, spacing: str = "logsnr", timesteps: Timesteps = None) -> Tensor:
     """DPM-Solver++(2M) from t_max to x at t_min over ``process.timesteps(steps + 1, spacing)``; the model is

@@ -38,15 +38,15 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from diffusion.processes.base import Process
-from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, eps_and_x0,
-                                       half_log_snr, multistep_order, solver_grid)
+from diffusion.samplers.common import EpsFn, alpha_sigma, eps_and_x0, half_log_snr, multistep_order
+from diffusion.samplers.grids import Timesteps, solver_grid
+from diffusion.samplers.registry import SOLVER, register_sampler
 
 #: weight of D2 = h^2 D''/2 against phi_3: 2 is the Taylor coefficient (the peers use 1: see the module docstring)
 D2_COEF = 2.0
 
 
-@register_sampler()
+@register_sampler(layout=SOLVER)
 def dpmpp_3m(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
              progress: bool = False, *, spacing: str = "logsnr", timesteps: Timesteps = None) -> Tensor:
     """DPM-Solver++(3M) from t_max to x at t_min over ``steps + 1`` times (``timesteps`` replaces steps and

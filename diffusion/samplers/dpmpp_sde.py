@@ -26,15 +26,15 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from diffusion.processes.base import Process
-from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, check_choice, eps_and_x0, half_log_snr,
-                                       noise_like, solver_grid)
+from diffusion.samplers.common import EpsFn, alpha_sigma, check_choice, eps_and_x0, half_log_snr, noise_like
+from diffusion.samplers.grids import Timesteps, solver_grid
+from diffusion.samplers.registry import SOLVER, register_sampler
 from diffusion.samplers.dpm_solver import LOWER_ORDER_FINAL_BELOW
 
 SOLVER_TYPES = ("midpoint", "heun")
 
 
-@register_sampler()
+@register_sampler(layout=SOLVER)
 def dpmpp_2m_sde(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
                  progress: bool = False, *, solver_type: str = "midpoint", spacing: str = "logsnr",
                  timesteps: Timesteps = None) -> Tensor:

@@ -31,7 +31,8 @@ from tqdm.auto import trange
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import EpsFn, Timesteps, alpha_sigma, grid, model_time, noise_like, t64
+from diffusion.samplers.common import EpsFn, alpha_sigma, model_time, noise_like, t64
+from diffusion.samplers.grids import Timesteps, grid
 
 
 @register_sampler()

@@ -22,14 +22,17 @@ coefficients lose order where neighbouring steps differ).
 Layout as dpmpp_2m (``dpm_solver.py``): ``steps + 1`` times, the model called at all but the last, x returned at
 t_min (as diff-solvers does); NFE == steps.
 
-Grid: iPNDM's fixed weights assume even steps, so it does best on a grid fitted to it (GITS, ``gits.py``; the
-numbers are in ``benchmarks/samplers.md``), and better still with weights fitted to the model on that grid
-(``coefficients=``, ``coefficients.py``: on the few-step benchmark the best of ours at 5-6 NFE on every process).
+Grid: iPNDM's fixed weights assume even steps, so it does best on a grid fitted to it (GITS,
+``diffusion/fitting/gits.py``; the numbers are in ``benchmarks/samplers.md``), and better still with weights fitted
+to the model on that grid (``coefficients=``, ``diffusion/fitting/coefficients.py``).
 Of the fixed grids, uniform in t is the most robust on DDPM and the SDEs: logsnr loses at 5 NFE on every process.
 The default, ``spacing="default"``, is the process's own grid: uniform in t there, Karras's sigmas on EDM
 (uniform in sigma would put EDM's steps far from the data).
 """
 from __future__ import annotations
+
+import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -37,9 +40,12 @@ from tqdm.auto import trange
 
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
-from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import EpsFn, Timesteps, alpha_sigma, model_time, solver_grid
-from diffusion.samplers.coefficients import Coefficients, check_coefficients
+from diffusion.samplers.common import EpsFn, alpha_sigma, model_time
+from diffusion.samplers.grids import Timesteps, is_reference, solver_grid, unresolved
+from diffusion.samplers.registry import SOLVER, register_sampler
+
+#: what ``ipndm(coefficients=...)`` accepts: per-step weights, newest evaluation first (None: Adams-Bashforth's)
+Coefficients = Sequence[Sequence[float]] | None
 
 #: uniform-step Adams-Bashforth coefficients, newest evaluation first
 ADAMS_BASHFORTH = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12),
@@ -65,14 +71,28 @@ def adams_bashforth(nodes: list[float], end: float) -> list[float]:
     return weights
 
 
-@register_sampler()
+def check_coefficients(coefficients: Sequence[Sequence[float]], steps: int, order: int) -> list[list[float]]:
+    """Per-step weights as lists of floats: one list per step, with 1 <= len <= min(order, i + 1) finite weights at
+    step i. (A schedule file's weights are read by ``diffusion.fitting.load_coefficients``.)"""
+    if is_reference(coefficients):
+        raise unresolved("coefficients", coefficients)
+    rows = [[float(c) for c in row] for row in coefficients]
+    if len(rows) != steps:
+        raise ConfigError(f"coefficients has {len(rows)} rows for {steps} steps: fit them for this grid")
+    for i, row in enumerate(rows):
+        if not 1 <= len(row) <= min(order, i + 1) or not all(math.isfinite(c) for c in row):
+            raise ConfigError(f"coefficients row {i} must hold 1 to {min(order, i + 1)} finite weights, got {row}")
+    return rows
+
+
+@register_sampler(layout=SOLVER)
 def ipndm(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
           progress: bool = False, *, order: int = 4, variable_step: bool = False, spacing: str = "default",
           timesteps: Timesteps = None, coefficients: Coefficients = None) -> Tensor:
     """iPNDM of ``order`` (1-4) from t_max to x at t_min over ``steps + 1`` times (``timesteps`` replaces steps and
     spacing); NFE == steps. Deterministic. ``coefficients``: each step's weights in place of Adams-Bashforth's
-    (newest evaluation first; a list per step, or the schedule file of a fit: ``coefficients.py``), fitted to the
-    model for this grid."""
+    (newest evaluation first; a list per step: ``diffusion.fitting.fit_coefficients``), fitted to the model for
+    this grid."""
     if order not in ADAMS_BASHFORTH:
         raise ConfigError(f"order must be 1, 2, 3 or 4, got {order!r}")
     ts = solver_grid(process, steps, spacing, timesteps, "ipndm")
@@ -97,4 +117,4 @@ def ipndm(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torc
     return alpha[-1] * y
 
 
-__all__ = ["ipndm", "adams_bashforth", "ADAMS_BASHFORTH"]
+__all__ = ["ipndm", "adams_bashforth", "check_coefficients", "ADAMS_BASHFORTH", "Coefficients"]

@@ -17,7 +17,8 @@ from diffusion.errors import ConfigError
 from diffusion.probability_flow import CLOCKS, flow_coefficients, from_clock, to_clock
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import EpsFn, Timesteps, check_choice, eps_and_x0, grid, model_time
+from diffusion.samplers.common import EpsFn, check_choice, eps_and_x0, model_time
+from diffusion.samplers.grids import Timesteps, grid
 from diffusion.utils import append_dims
 
 #: torchdiffeq methods that step on a fixed grid (the others adapt their step to rtol/atol)

@@ -34,8 +34,9 @@ from tqdm.auto import trange
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
 from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, check_choice, eps_and_x0, f_g2, grid, model_time,
-                                       noise_like, transition)
+from diffusion.samplers.common import (EpsFn, alpha_sigma, check_choice, eps_and_x0, f_g2, model_time, noise_like,
+                                       transition)
+from diffusion.samplers.grids import Timesteps, grid
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 

@@ -7,10 +7,13 @@ and the training grids call it. A wrong option name or step count fails when the
     spec = SamplerSpec("ddim", steps=50, eta=1.0)
     spec.check(process)                           # ConfigError if the process cannot run it
     x0 = spec(process, model, (16, 1, 28, 28), generator=g)
+
+A configured spec may name its grid (or iPNDM's weights) by reference: a schedule file, or ``fitted``. Such a spec
+is checked around the reference but cannot sample: ``diffusion.fitting.resolve_sampler`` (one layer up) turns it
+into one with the values, which records where they came from (``sources``) and names its walk (``label``).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,8 +22,9 @@ from torch import Tensor
 
 from diffusion.buildable import buildable
 from diffusion.errors import ConfigError
-from diffusion.samplers.common import FITTED
-from diffusion.samplers.registry import check_sampler, lookup, sampler_options
+from diffusion.samplers.grids import REFERENCE_OPTIONS, is_reference
+from diffusion.samplers.registry import check_options, check_sampler, lookup
+from diffusion.samplers.sampling import sample
 
 
 class _ReachedModel(Exception):
@@ -30,27 +34,23 @@ class _ReachedModel(Exception):
 @buildable
 class SamplerSpec:
     def __init__(self, name: str, steps: int = 50, **options: Any):
-        lookup(name)
-        valid = sampler_options(name)
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for sampler {name!r}; "
-                              f"valid options: {', '.join(valid) or 'none'}")
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ConfigError(f"sampler steps must be a positive integer, got {steps!r}")
+        check_options(name, steps, options)
         self.name, self.steps, self.options = str(name), int(steps), dict(options)
+        #: option -> the file its value was read from, where the layer above resolved a reference (for manifests)
+        self.sources: dict[str, str] = {}
+        #: the name of a resolved grid in ``label`` (e.g. ``5_fitted``), set with ``sources``
+        self.grid_name: str | None = None
 
-    def check(self, process, allow_fitted: bool = True) -> "SamplerSpec":
+    def check(self, process) -> "SamplerSpec":
         """Raise ``ConfigError`` unless this sampler runs on ``process`` with these options; returns self.
 
         Beyond the process's capabilities, the sampler itself is run up to its first model call on a 1 x 1 input,
-        so every check it makes of its options and grid (``order=7``, a schedule file outside the process's
-        times) fails here, before a checkpoint's sampling starts, and not after a progress bar is drawn.
-        ``fitted`` options are left to the caller that fits them (sample.py); ``allow_fitted=False`` (callers
-        that sample as configured: the training grids) makes them fail here, as they would when sampled."""
+        so every check it makes of its options and grid (``order=7``, times outside the process's) fails here,
+        before a checkpoint's sampling starts, and not after a progress bar is drawn. An option given by reference
+        (a schedule file, ``fitted``: ``grids.REFERENCE_OPTIONS``) is left to the layer that resolves it
+        (``diffusion.fitting.resolve_sampler``, which checks the resolved spec again)."""
         check_sampler(self.name, process)
-        options = {k: v for k, v in self.options.items()
-                   if not (allow_fitted and isinstance(v, str) and v == FITTED)}
+        options = {k: v for k, v in self.options.items() if not (k in REFERENCE_OPTIONS and is_reference(v))}
 
         def first_call(x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
             raise _ReachedModel
@@ -63,26 +63,40 @@ class SamplerSpec:
         return self
 
     def replace(self, **changes: Any) -> "SamplerSpec":
-        """A copy with ``steps`` or options changed (validated again)."""
+        """A copy with ``steps`` or options changed (validated again). It keeps the resolved grid's ``sources`` and
+        ``grid_name`` unless the changes touch the grid or the weights."""
         merged = {"steps": self.steps, **self.options, **changes}
-        return SamplerSpec(self.name, **merged)
+        spec = SamplerSpec(self.name, **merged)
+        if not set(changes) & set(REFERENCE_OPTIONS):
+            spec.sources, spec.grid_name = dict(self.sources), self.grid_name
+        return spec
+
+    def with_values(self, grid_name: str | None, sources: dict[str, str], **values: Any) -> "SamplerSpec":
+        """A copy with references replaced by their values (``diffusion.fitting.resolve_sampler`` calls it):
+        ``values`` the options (timesteps, coefficients), ``sources`` the file each was read from, ``grid_name``
+        the grid's name in ``label``."""
+        spec = self.replace(**values)
+        spec.sources, spec.grid_name = dict(sources), grid_name
+        return spec
 
     def __call__(self, process, model: Callable[..., Tensor], shape, generator=None, **kwargs: Any) -> Tensor:
         """``diffusion.sample`` with this sampler; ``kwargs``: sample()'s own (x_T, class_labels, device, ...)."""
-        from diffusion.samplers import sample
-
         return sample(process, model, shape, sampler=self.name, steps=self.steps, generator=generator,
                       **self.options, **kwargs)
 
     @property
     def label(self) -> str:
         """``<name>_<steps>``, the name of sample.py's output folder and of the sweep's grids. With explicit
-        ``timesteps`` it names the walk that runs: ``<name>_<file stem>`` for a schedule file (``unipc_6.json``
-        gives ``<name>_unipc_6``), ``<name>_<len - 1>_grid`` for a list of times."""
+        ``timesteps`` it names the walk that runs: ``<name>_<steps>_fitted`` for a grid fitted to the run
+        (``sampler=fewstep sampler.steps=5``: ``unipc_5_fitted``; with a digest after it where the grid was fitted
+        with other settings than the standard file's), ``<name>_<file stem>`` for a schedule file
+        (``unipc_6.json`` gives ``<name>_unipc_6``), ``<name>_<len - 1>_grid`` for a list of times."""
         grid = self.options.get("timesteps")
         if grid is None:
             return f"{self.name}_{self.steps}"
-        if isinstance(grid, (str, os.PathLike)):
+        if self.grid_name:
+            return f"{self.name}_{self.grid_name}"
+        if is_reference(grid):
             return f"{self.name}_{Path(grid).stem}"
         return f"{self.name}_{len(grid) - 1}_grid"
 

@@ -39,9 +39,9 @@ from tqdm.auto import trange
 
 from diffusion.errors import ConfigError
 from diffusion.processes.base import Process
-from diffusion.samplers.registry import register_sampler
-from diffusion.samplers.common import (EpsFn, Timesteps, alpha_sigma, check_choice,
-                                       eps_and_x0, half_log_snr, multistep_order, solver_grid)
+from diffusion.samplers.common import EpsFn, alpha_sigma, check_choice, eps_and_x0, half_log_snr, multistep_order
+from diffusion.samplers.grids import Timesteps, solver_grid
+from diffusion.samplers.registry import SOLVER, register_sampler
 
 VARIANTS = ("bh1", "bh2")
 
@@ -78,7 +78,7 @@ def uni_step(x: Tensor, m: list[Tensor], lam: list[float], lam_s: float, sigma_r
     return x - alpha_s * b_h * sum(c * d for c, d in zip(rho, diffs))
 
 
-@register_sampler()
+@register_sampler(layout=SOLVER)
 def unipc(process: Process, model: EpsFn, x: Tensor, steps: int, generator: torch.Generator | None = None,
           progress: bool = False, *, order: int = 2, variant: str = "bh2", corrector: bool = True,
           spacing: str = "logsnr", timesteps: Timesteps = None) -> Tensor:

@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from diffusion.errors import CheckpointError
+from diffusion.errors import CheckpointError, DiskFullError
+from diffusion.files import tensor_bytes
 from diffusion.utils import write_atomic
 
 FORMAT = "diffusion-ckpt"
@@ -72,7 +73,24 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` (with the format header added) to ``path`` atomically (``diffusion.utils.write_atomic``,
     with the permissions of any other new file); returns the path."""
     payload = {"format": FORMAT, "version": VERSION, **state}
-    return write_atomic(path, lambda f: torch.save(payload, f))
+    try:
+        return write_atomic(path, lambda f: torch.save(payload, f), needed=tensor_bytes(payload))
+    except DiskFullError as full:
+        raise full.with_fix(resume_hint(Path(path), full.remedy)) from None
+
+
+def resume_hint(path: Path, remedy: str = "free some space") -> str:
+    """For a checkpoint that could not be written: the newest good one, and the command that resumes from it."""
+    run_dir = path.parent.parent if path.parent.name == CKPT_DIR else path.parent
+    found = [p for _, p in list_checkpoints(run_dir) if p != path]
+    newest = f"the newest good checkpoint is {_shown(found[-1])}" if found else "no earlier checkpoint was written"
+    return f"{newest}; {remedy}, then resume with: python train.py resume=true hydra.run.dir={_shown(run_dir)}"
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it lies below it."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:

@@ -10,21 +10,27 @@ Run folder layout (rank 0 writes it all):
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from torch import Tensor
 
+from diffusion.errors import DiskFullError
+from diffusion.files import disk_full, out_of_space
+from diffusion.utils import write_atomic
+
 
 def save_grid(images: Tensor, path: str | Path) -> Path:
-    """Save images in [-1, 1] of shape (n, C, H, W) as one PNG grid (about square)."""
+    """Save images in [-1, 1] of shape (n, C, H, W) as one PNG grid (about square); written atomically."""
     from torchvision.utils import save_image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     nrow = max(1, int(math.ceil(math.sqrt(images.shape[0]))))
-    save_image(to_unit(images), path, nrow=nrow, padding=2)
-    return path
+    unit = to_unit(images)
+    return write_atomic(path, lambda f: save_image(unit, f, nrow=nrow, padding=2, format="png"))
 
 
 def to_unit(images: Tensor) -> Tensor:
@@ -38,16 +44,34 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self._writer = None
+        self._broken = False  # the event file's disk filled: its writer can write nothing more
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+            _quiet_writer_thread()
+            with self._events():
+                self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+
+    @contextlib.contextmanager
+    def _events(self) -> Iterator[None]:
+        """TensorBoard's writer thread keeps the OSError of a failed write and raises it at the next call here:
+        a full disk becomes the one-line ``DiskFullError`` naming the event file."""
+        try:
+            yield
+        except OSError as e:
+            code = out_of_space(self.run_dir / "tb" / "events", e)
+            if code is None:
+                raise
+            self._broken = True
+            event_writer = getattr(getattr(self._writer, "file_writer", None), "event_writer", None)
+            raise disk_full(getattr(event_writer, "_file_name", self.run_dir / "tb"), code) from None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        if self._writer is None:
+        if self._writer is None or self._broken:
             return
-        for name, value in values.items():
-            self._writer.add_scalar(name, value, step)
+        with self._events():
+            for name, value in values.items():
+                self._writer.add_scalar(name, value, step)
 
     def grid(self, step: int, images: Tensor, tag: str = "samples") -> Path | None:
         """Write the grid as ``samples/step_<step>.png`` and to TensorBoard; returns the PNG path."""
@@ -56,16 +80,46 @@ class RunLogger:
         from torchvision.utils import make_grid
 
         path = save_grid(images, self.run_dir / "samples" / f"step_{step}.png")
-        if self._writer is not None:
+        if self._writer is not None and not self._broken:
             nrow = max(1, int(math.ceil(math.sqrt(images.shape[0]))))
-            self._writer.add_image(tag, make_grid(to_unit(images), nrow=nrow, padding=2), step)
+            with self._events():
+                self._writer.add_image(tag, make_grid(to_unit(images), nrow=nrow, padding=2), step)
         return path
 
     def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
+        if self._writer is not None and not self._broken:
+            with self._events():
+                self._writer.flush()
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Flush and close the event file. Called while another error is on its way out (a checkpoint that did
+        not fit), a failure here is dropped so that the first error is the one reported."""
+        writer, self._writer = self._writer, None
+        if writer is None or self._broken:
+            return
+        unwinding = sys.exc_info()[1] is not None  # close() in a finally: clause that an error passes through
+        try:
+            with self._events():
+                writer.close()
+        except DiskFullError:
+            if not unwinding:
+                raise
+
+
+_HOOKED = [False]
+
+
+def _quiet_writer_thread() -> None:
+    """TensorBoard's writer thread dies on a full disk and Python prints its traceback; the same error is raised
+    again in the main thread at the next write (and said there in one line), so that traceback is dropped."""
+    if _HOOKED[0]:
+        return
+    _HOOKED[0] = True
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and out_of_space(".", args.exc_value) is not None:
+            return
+        previous(args)
+
+    threading.excepthook = hook

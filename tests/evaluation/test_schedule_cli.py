@@ -68,7 +68,8 @@ def test_sweep_runs_fitted_grids_beside_the_fixed_ones(cli, vp_run, tmp_path):
 def test_fewstep_fits_the_runs_grid_on_first_use(cli, vp_run, tmp_path):
     """sampler=fewstep has timesteps=fitted: sample.py fits UniPC-3's grid to the run on first use (with schedule.*),
     keeps it in <run>/eval/schedules/unipc_<NFE>.json (or beside it, if one fitted otherwise is there), walks it
-    (NFE = steps) and reuses it on the next call: the same images, no second fit."""
+    (NFE = steps) and reuses it on the next call: the same images, no second fit; its samples go to
+    <run>/samples/unipc_<NFE>_fitted_seed<seed>."""
     args = ("sample", f"ckpt={vp_run}", "sampler=fewstep", "sampler.steps=3", "n=2", "batch_size=2", "grid=0",
             "schedule.fine_steps=20", "schedule.refine=1", "schedule.n=16")
     code, stdout, stderr = cli(*args, f"out={tmp_path / 'a'}")
@@ -88,6 +89,10 @@ def test_fewstep_fits_the_runs_grid_on_first_use(cli, vp_run, tmp_path):
     assert code == 0 and "fitting a 3-step grid for unipc" in stderr, stderr
     raw = Path(json.loads((tmp_path / "c" / "manifest.json").read_text())["options"]["timesteps"])
     assert raw != grid and json.loads(raw.read_text())["ema"] is False and json.loads(grid.read_text()) == saved
+    # without out=, the samples are named after the walk: the sampler, its NFE and that the grid was fitted
+    code, stdout, stderr = cli(*args)
+    assert code == 0 and "fitting" not in stderr, stderr
+    assert (vp_run / "samples" / "unipc_3_fitted_seed0" / "samples.npz").exists(), stdout
 
 
 def test_fitted_weights_from_the_command_line(cli, vp_run, tmp_path):

@@ -247,8 +247,10 @@ def test_spec_check_catches_bad_option_values_before_any_model_call(name, option
 
 
 def test_spec_check_leaves_fitted_options_to_the_fit():
-    """``timesteps=fitted`` is resolved by sample.py after the check; check() validates the rest around it."""
+    """``timesteps=fitted`` is resolved by ``diffusion.fitting`` after the check; check() validates the rest around
+    it."""
     from diffusion.errors import ConfigError
+    from diffusion.fitting import resolve_sampler
     from diffusion.samplers import SamplerSpec
 
     SamplerSpec("ipndm", steps=5, timesteps="fitted", coefficients="fitted").check(processes.VPSDE())
@@ -256,6 +258,9 @@ def test_spec_check_leaves_fitted_options_to_the_fit():
         SamplerSpec("ipndm", steps=5, timesteps="fitted", order=9).check(processes.VPSDE())
     # callers that sample as configured (the training grids, inpainting) refuse it at once, with the usual line
     with pytest.raises(ConfigError, match="timesteps=fitted .* is resolved by sample.py"):
-        SamplerSpec("ipndm", steps=5, timesteps="fitted").check(processes.VPSDE(), allow_fitted=False)
+        resolve_sampler(SamplerSpec("ipndm", steps=5, timesteps="fitted"), processes.VPSDE(), fit=False)
     with pytest.raises(ConfigError, match="coefficients=fitted .* is resolved by sample.py"):
-        SamplerSpec("ipndm", steps=5, coefficients="fitted").check(processes.VPSDE(), allow_fitted=False)
+        resolve_sampler(SamplerSpec("ipndm", steps=5, coefficients="fitted"), processes.VPSDE(), fit=False)
+    # and a reference that reaches a sampler unresolved is one line naming the fix
+    with pytest.raises(ConfigError, match="resolve it first with diffusion.fitting.resolve_sampler"):
+        SamplerSpec("ipndm", steps=5, timesteps="fitted")(processes.VPSDE(), lambda x, t: x, (2, 2))

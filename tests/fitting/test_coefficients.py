@@ -1,4 +1,4 @@
-"""iPNDM weights fitted to the model (``samplers/coefficients.py``): against the closed-form flow of Gaussian data,
+"""iPNDM weights fitted to the model (``fitting/coefficients.py``): against the closed-form flow of Gaussian data,
 on a mixture against its exact moments, and the checks on what a user passes."""
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import torch
 from diffusion import processes
 from diffusion.errors import ConfigError
 from diffusion.evaluation.frechet import frechet_distance_to
-from diffusion.evaluation.schedule import fit_schedule
-from diffusion.samplers import CountingModel, optimize_timesteps, sample
-from diffusion.samplers.coefficients import check_coefficients, fit_coefficients, load_coefficients
+from diffusion.fitting import fit_coefficients, fit_schedule, load_coefficients, optimize_timesteps, resolve_sampler
+from diffusion.samplers import CountingModel, SamplerSpec, sample
 from diffusion.samplers.common import alpha_sigma
-from diffusion.samplers.ipndm import ADAMS_BASHFORTH
+from diffusion.samplers.ipndm import ADAMS_BASHFORTH, check_coefficients
 from diffusion.toy import GaussianMixture
 
 PROCESSES = [processes.VPSDE(), processes.DDPM("linear", 1000), processes.EDM(), processes.RectifiedFlow()]
@@ -90,7 +89,7 @@ def test_fitted_weights_halve_the_excess_on_a_mixture(process):
     ([[1.0], [1.0, 0.0], [1.0, 0.0, 0.0, 0.0]], "row 2 must hold 1 to 3"),
     ([[1.0], [], [1.0]], "row 1 must hold 1 to 2"),
     ([[1.0], [float("nan")], [1.0]], "finite"),
-    ("fitted", "resolved by sample.py"),
+    ("fitted", "resolve it first with diffusion.fitting.resolve_sampler"),  # a reference: resolved a layer up
 ])
 def test_bad_coefficients_are_one_clear_error(rows, message):
     with pytest.raises(ConfigError, match=message):
@@ -118,7 +117,9 @@ def test_schedule_file_carries_the_weights(tmp_path):
     assert str(fit["ridge"]) in fit["held_out_end_error"] and len(fit["held_out_end_error"]) == 4
     assert min(fit["held_out_end_error"].values()) < fit["adams_bashforth_end_error"]
     x_T = process.prior_sample((8, 2), torch.Generator().manual_seed(0))
-    by_file = sample(process, model, None, "ipndm", x_T=x_T, timesteps=str(path), coefficients=str(path))
+    spec = resolve_sampler(SamplerSpec("ipndm", timesteps=str(path), coefficients=str(path)), process, fit=False)
+    assert spec.sources == {"timesteps": str(path), "coefficients": str(path)} and spec.label == f"ipndm_{path.stem}"
+    by_file = spec(process, model, None, x_T=x_T)
     by_list = sample(process, model, None, "ipndm", x_T=x_T, timesteps=times, coefficients=saved["coefficients"])
     assert torch.equal(by_file, by_list)
     with pytest.raises(ConfigError, match="fitted for another grid"):
@@ -158,7 +159,7 @@ def test_refining_the_grid_refits_the_weights():
 def test_a_failed_fit_leaves_no_staging_folder(tmp_path):
     """fitted_schedule fits into a hidden staging folder beside the schedule file; a fit that fails (here n=0)
     removes it, so the run's eval/schedules holds no '.fitting-*' leftovers."""
-    from diffusion.evaluation.schedule import fitted_schedule
+    from diffusion.fitting import fitted_schedule
 
     process = processes.DDPM("linear", 1000)
     model = GaussianMixture.random(2, k=2, seed=0).eps_model(process)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from diffusion import processes
-from diffusion.samplers import CountingModel, optimize_timesteps, sample
+from diffusion.fitting import optimize_timesteps
+from diffusion.samplers import CountingModel, sample
 from diffusion.toy import GaussianMixture
 
 
@@ -74,7 +75,7 @@ def test_refine_lowers_the_error_on_new_draws():
 def test_refine_travels_far_in_few_sweeps():
     """The refinement's strides double while the error falls: on a separable error whose optimum lies 40 fine
     indices from the start, 4 sweeps reach it exactly (single-index moves would have needed 40) in few runs."""
-    from diffusion.samplers.gits import _refine
+    from diffusion.fitting.gits import _refine
 
     target = [0, 15, 60, 100]
     runs = []
