@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from diffusion.distillation.consistency import ConsistencyDistillation
