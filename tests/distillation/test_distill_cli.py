@@ -107,7 +107,7 @@ def test_the_student_starts_from_the_teacher(teachers, tmp_path):
 def test_reflow_from_the_command_line(teachers, tmp_path):
     teacher = teachers("rectified_flow")
     proc = distill("reflow", teacher, tmp_path / "r", "distill.pairs=16", "distill.pair_batch_size=8",
-                   "distill.pair_sampler={name: dpmpp_2m, steps: 2}")
+                   "distill.pair_sampler.steps=2", "distill.pair_sampler.timesteps=null")  # no fit: UniPC-3 fixed grid
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "r" / "couplings").iterdir()) == ["couplings_00000.npz",
                                                                                "couplings_00001.npz"]
