@@ -97,7 +97,7 @@ def _file_id(path: Path) -> str:
     return sha256_of(path)[:16]
 
 
-PROBE = 4  # images timed first, to say how long a long feature pass will take before it runs
+PROBE = 4  # images timed (after as many to warm up) to say how long a long feature pass will take before it runs
 
 
 def _duration(seconds: float) -> str:
@@ -122,16 +122,17 @@ def inception_features(net: torch.nn.Module, images: Tensor, batch_size: int = 1
         return net(x)[0].double().cpu()
 
     out, start, bar = [], 0, None
-    if what is not None and len(images) > PROBE:
+    if what is not None and len(images) > 2 * PROBE:
+        out.append(run(images[:PROBE]))  # the first call also pays one-time costs: warm up on it, time the next
         began = time.perf_counter()
-        out.append(run(images[:PROBE]))
-        start = PROBE
+        out.append(run(images[PROBE:2 * PROBE]))
+        start = 2 * PROBE
         estimate = (time.perf_counter() - began) * len(images) / PROBE
         where = "GPU" if str(device).startswith("cuda") else "CPU"
         (log or _stderr)(f"computing {what}: about {_duration(estimate)} on this {where}")
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(images), initial=PROBE, unit="img", desc="Inception features", disable=not progress,
+        bar = tqdm(total=len(images), initial=start, unit="img", desc="Inception features", disable=not progress,
                    leave=False)
     for lo in range(start, len(images), batch_size):
         out.append(run(images[lo:lo + batch_size]))
