@@ -218,7 +218,8 @@ def build_scorer(args):
     test, _ = read_split(Path(args.test))
     train, _ = read_split(Path(args.train))
     net = load_inception(cache=cache_dir())
-    return FID(net, test, cache=cache_dir(), heldout=train[:1000], batch_size=50)
+    # the floor: the first n real training images (n = the samples per run) against the same test images
+    return FID(net, test, cache=cache_dir(), heldout=train[:args.samples], batch_size=50)
 
 
 def table(rows: list[dict], floor: dict) -> str:
