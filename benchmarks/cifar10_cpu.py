@@ -145,7 +145,7 @@ def peer_worker(args) -> None:
     generator = torch.Generator().manual_seed(0)
     batch, accumulate = 32, 2
     steps, start = 0, time.perf_counter()
-    deadline = start + 60 * args.minutes
+    deadline = start + 60 * args.minutes[0]  # the worker trains for one budget
     while time.perf_counter() < deadline:
         for _ in range(accumulate):
             x = data[torch.randint(len(data), (batch,), generator=generator)]
