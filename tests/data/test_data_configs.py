@@ -13,7 +13,7 @@ import diffusion.data
 from diffusion.data import DataError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
-NAMES = ("mnist5k", "mnist", "cifar10", "folder")
+NAMES = ("mnist5k", "mnist", "cifar10", "folder", "npz")
 
 
 @pytest.mark.parametrize("name", NAMES)

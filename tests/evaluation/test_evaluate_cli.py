@@ -89,8 +89,10 @@ def test_sweep_table_and_plot(cli, ddpm_run, tmp_path):
     assert all(r["digit_kid_std"] >= 0 and r["digit_fd_floor_n"] == 8 and r["digit_fd_floor"] > 0 for r in rows)
     assert "| ddim | 2 | 2 |" in table and "| n/a |" in table and "digit FD floor at n=8" in table
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 1000 and (tmp_path / "sweep" / "ddim_2.png").is_file()
-    # FID's absence is explained in one line; the digit classifier's accuracy is reported
-    assert sum("FID unavailable" in line for line in stderr.splitlines()) == 1
+    # on digits Inception is off unless asked for (fid.inception=true), said in one line; the digit classifier's
+    # accuracy is reported
+    assert sum("Inception FID/KID off for 1x28x28 digits" in line for line in stderr.splitlines()) == 1
+    assert "FID unavailable" not in stderr
     assert "digit classifier: test accuracy" in stderr
     assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["samplers"]["ddim"]["eta"] == 0.5
 

@@ -206,3 +206,51 @@ def test_known_figures_on_mnist5k(converted):
     assert real["kid"] == pytest.approx(-0.000375, abs=2e-5) and real["kid_std"] == pytest.approx(0.000272, abs=2e-5)
     assert blur["fid"] == pytest.approx(132.278, rel=1e-3)
     assert blur["kid"] == pytest.approx(0.10276, rel=1e-3) and blur["kid_std"] == pytest.approx(0.001124, rel=0.02)
+
+
+def test_inception_is_opt_in_for_digits(hub):
+    asked = []
+
+    def reference():
+        asked.append(1)
+        return torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+
+    notes = []
+    quality = build_quality((1, 28, 28), reference, data_target="diffusion.data.MNIST5k", digit_fd=False,
+                            inception_url="http://127.0.0.1:9/w.pth", log=notes.append)
+    # auto: no Inception network, no reference pass, one line saying how to turn it on
+    assert quality.fid is None and not asked and len(notes) == 1 and "fid.inception=true" in notes[0]
+    assert quality.describe()["notes"] == notes
+    with pytest.raises(InceptionUnavailable):  # true: it tries (and here, offline, says why it cannot)
+        build_quality((1, 28, 28), reference, data_target="diffusion.data.MNIST5k", fid=True, digit_fd=False,
+                      inception_url="http://127.0.0.1:9/w.pth", log=notes.append)
+    notes.clear()  # 3-channel images: auto tries Inception (offline: n/a, said once)
+    build_quality((3, 32, 32), reference, data_target="diffusion.data.NpzImages", digit_fd=False,
+                  inception_url="http://127.0.0.1:9/w.pth", log=notes.append)
+    assert len(notes) == 1 and "FID unavailable" in notes[0]
+
+
+class _Slow(_MeanColour):
+    def forward(self, x):
+        import time
+
+        time.sleep(0.002 * len(x))  # 2 ms an image: 200 images take about 0.4 s
+        return super().forward(x)
+
+
+def test_first_time_statistics_say_what_and_how_long_with_a_bar(tmp_path, capsys):
+    reference = torch.randint(0, 256, (200, 3, 8, 8), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    said = []
+    first = FID(_Slow(), reference, cache=tmp_path, batch_size=50, log=said.append)
+    assert len(said) == 1, said
+    assert said[0].startswith(f"computing Inception statistics of 200 reference images (once; cached in {tmp_path}): "
+                              "about ") and said[0].endswith(" s on this CPU")
+    seconds = float(said[0].split("about ")[1].split(" s")[0])
+    assert 0.2 <= seconds <= 5  # 200 x 2 ms, estimated from the first 4 images
+    assert "Inception features" in capsys.readouterr().err  # the tqdm bar
+    # the features equal a plain pass in one batch (the timed first images are kept, not recomputed)
+    plain = fid_module.inception_features(_MeanColour(), reference)
+    torch.testing.assert_close(first.ref_mu, plain.mean(0))
+    said.clear()
+    FID(_Slow(), reference, cache=tmp_path, log=said.append)  # cached: nothing to say
+    assert said == []

@@ -103,3 +103,21 @@ def test_recipes(name):
     if "cifar" in name:
         assert sum(p.numel() for p in net.parameters()) > 35e6      # DDPM's 35.7M network and up
     build_loss(cfg, build_process(cfg))
+
+
+def test_cifar10_cpu_recipe():
+    """experiment=cifar10_cpu: the users' default data (torchvision CIFAR-10), a 30-minute budget fitted by
+    fit_budget, precision chosen by timing (never forced bf16 on a CPU), rectified flow on a 2.86M U-Net."""
+    cfg = compose_train("experiment=cifar10_cpu")
+    t = cfg.trainer
+    assert cfg.data._target_ == "diffusion.data.CIFAR10" and cfg.data.flip
+    assert (t.max_minutes, t.fit_budget, t.precision.value) == (30, True, "auto")
+    assert t.bpd_every == 0 and t.sample_every > 0                # the final grid, no bits/dim inside the budget
+    resolve_formulation(cfg)
+    assert (cfg.process._target_, cfg.prediction) == ("diffusion.processes.RectifiedFlow", "velocity")
+    net = instantiate(cfg.model)
+    assert 2.8e6 < sum(p.numel() for p in net.parameters()) < 2.9e6
+    assert net(torch.zeros(2, 3, 32, 32), torch.zeros(2)).shape == (2, 3, 32, 32)
+    build_loss(cfg, build_process(cfg))
+    shared = compose_train("experiment=cifar10_cpu", "data=npz", "data.path=x.npz")   # how the benchmark reaches the
+    assert shared.data._target_ == "diffusion.data.NpzImages" and shared.trainer.max_minutes == 30  # shared images
