@@ -27,6 +27,7 @@ def run(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from diffusion.distillation.setup import prepare_distillation
     from diffusion.evaluation.periodic import training_evaluations
     from diffusion.runs import config_from_checkpoint
     from diffusion.training import distributed as D
@@ -48,10 +49,13 @@ def run(cfg: DictConfig) -> dict:
         cfg = resume_config(saved, cfg, list(hydra_cfg.overrides.task))
         check_weights_fit(cfg, state)  # the config's network against the weights, on the meta device
         log.info(f"resuming {state['path']} at step {state['step']}")
+    # a student of a trained run (configs/distill/): the teacher's configs, its loss, data and first weights
+    cfg, student = prepare_distillation(cfg, run_dir, resuming=state is not None) if cfg.distill else (cfg, {})
     dataset = instantiate(cfg.data)
     align_model_with_data(cfg, dataset)
     # sample grids, bits/dim, FID: what the trainer.*_every settings switch on (the grids' sampler is checked here)
-    trainer = Trainer(cfg, run_dir, dataset, resume=state, evaluations=training_evaluations(cfg, dataset))
+    trainer = Trainer(cfg, run_dir, student.pop("dataset", dataset), resume=state,
+                      evaluations=training_evaluations(cfg, dataset), **student)
     if D.current().is_main:  # the resolved config (loss, prediction, precision), as every checkpoint saves it
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(trainer.cfg, resolve=True))
         log.info(describe_run(trainer, run_dir))

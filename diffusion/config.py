@@ -92,6 +92,35 @@ class TrainerConfig:
     progress: bool = True  # tqdm bar on the main process
 
 
+class DistillMethod(Enum):
+    consistency = "consistency"  # consistency distillation (diffusion.distillation.consistency), every process
+    reflow = "reflow"            # reflow on the teacher's couplings (diffusion.distillation.reflow), rectified flow
+
+
+@dataclass
+class DistillConfig:
+    """``train.py distill=consistency|reflow distill.teacher=<run>`` (configs/distill/): a student trained from a
+    teacher run, starting from its weights (diffusion/distillation/setup.py)."""
+
+    method: DistillMethod = DistillMethod.consistency
+    teacher: str = ""            # the teacher's run folder or checkpoint file (the student's config keeps the file)
+    teacher_ema: bool = True     # the teacher's EMA weights (false: its raw trained weights)
+    # consistency distillation (ConsistencyDistillation): the ODE's discretization, the teacher's step, the distance,
+    # the target network and the weights of the time steps (benchmarks/distillation.md)
+    steps: int = 18
+    spacing: str = "karras"      # karras | logsnr | uniform
+    solver: str = "heun"         # heun | ddim
+    distance: str = "pseudo_huber"  # pseudo_huber | l2
+    target: str = "ema"          # ema | stopgrad
+    target_decay: float = 0.95   # the EMA target's decay
+    weighting: str = "ict"       # ict (1 / (s_{n+1} - s_n)) | uniform
+    # reflow: couplings drawn once with the teacher's sampler (a configs/sampler node) into <run>/couplings
+    pairs: int = 5000
+    pair_sampler: Any = None     # configs/distill/reflow.yaml: the few-step sampler fitted to the teacher
+    pair_seed: int = 0
+    pair_batch_size: int = 500
+
+
 @dataclass
 class TrainConfig:
     model: Any = MISSING
@@ -108,6 +137,8 @@ class TrainConfig:
     resume: bool = False
     # build whatever the resumed checkpoint's saved config names (default: only the project's own classes)
     trust_checkpoint_config: bool = False
+    # distill=consistency|reflow distill.teacher=<run>: train a student from a teacher run (configs/distill/)
+    distill: Optional[DistillConfig] = None
 
 
 # ---- processes, losses and samplers: schemas generated from their signatures (diffusion/schemas.py) ----------

@@ -148,10 +148,12 @@ class FlowMatching:
         self.process = process
 
     def __call__(self, model, x0: Tensor, class_labels: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        """``noise``: the x_T paired with each x0 (reflow's couplings, ``distillation.reflow``) in place of
+        independent draws; t is drawn all the same."""
         p = self.process
         t = p.sample_t(x0.shape[0], generator=generator, device=x0.device).double()
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype) if noise is None else noise
         weight = (p.g2(t) / (2 * p.sigma2(t).sqrt())) ** 2
         return _weighted_regression(model, p, x0, t, eps, class_labels, weight)
 

@@ -132,6 +132,23 @@ class GaussianMixture:
 
         return model
 
+    def flow_map(self, process: Process, x: Tensor, t: float | Tensor, t_to: float | Tensor) -> Tensor:
+        """The exact probability-flow ODE map from (x, t) to t_to, for one Gaussian (K = 1) alone: with
+        Sigma = U diag(lambda) U^T, each eigen-direction is scaled by sqrt((alpha'^2 lambda + sigma'^2) /
+        (alpha^2 lambda + sigma^2)) about the moving mean (the marginals stay Gaussian and the flow is linear),
+
+            x' = alpha' mu + U diag(sqrt(...)) U^T (x - alpha mu).
+
+        A mixture's flow has no closed form. float64, shaped like x; t, t_to: scalars or per sample."""
+        if self.K != 1:
+            raise ValueError(f"the flow map has a closed form for one Gaussian only, this mixture has {self.K}")
+        t, t_to = self._per_sample(x, t), self._per_sample(x, t_to)
+        a, s, a2, s2 = process.alpha(t), process.sigma(t), process.alpha(t_to), process.sigma(t_to)
+        lam, u = self.eigvals[0], self.eigvecs[0]
+        scale = ((a2[:, None] ** 2 * lam + s2[:, None] ** 2) / (a[:, None] ** 2 * lam + s[:, None] ** 2)).sqrt()
+        centred = (x.double().reshape(len(x), -1) - a[:, None] * self.means[0]) @ u
+        return (a2[:, None] * self.means[0] + (scale * centred) @ u.T).reshape(x.shape)
+
     def marginal_log_prob(self, process: Process, x: Tensor, t: float | Tensor) -> Tensor:
         """Exact log p_t(x) under ``process`` at time t."""
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0])

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion.consistency import ConsistencyModel
 from diffusion.device import pick_device
 from diffusion.errors import ConfigError, EvaluationError
 from diffusion.evaluation.config import count
@@ -77,6 +78,10 @@ def likelihood(cfg: DictConfig) -> dict:
 
     trained, device = load(cfg)
     model, process, path = trained.model, trained.process, trained.path
+    if isinstance(model, ConsistencyModel):  # its eps is f's, not a score: an "ODE likelihood" of it means nothing
+        raise EvaluationError(f"{path} is a consistency model (distill=consistency): it maps x_t to the end of its "
+                              "ODE in one call and defines no probability-flow ODE, so it has no ODE likelihood "
+                              "or bound; evaluate its teacher instead (distill.teacher in its config.yaml)")
     n = count(cfg)
     images = dataset_images(trained.data("test"))[:n]
     if len(images) < n:

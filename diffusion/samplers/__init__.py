@@ -16,6 +16,7 @@ over the eps model, and ``sample``, the one entry point scripts call.
     unipc            unipc.py       all                steps                     no
     ipndm            ipndm.py       all                steps                     no
     dpmpp_2m_sde     dpmpp_sde.py   all                steps                     yes
+    consistency      consistency.py all                steps                     steps > 1
 
 Every sampler walks ``process.timesteps(steps, spacing)`` from t_max to t_min and ends with one step to the
 clean data (x0_pred at t_min), so a one-evaluation-per-step sampler costs exactly ``steps`` model calls. The
@@ -52,6 +53,7 @@ from diffusion.samplers.dpmpp_3m import dpmpp_3m  # isort: skip
 from diffusion.samplers.unipc import unipc  # isort: skip
 from diffusion.samplers.ipndm import ipndm  # isort: skip
 from diffusion.samplers.dpmpp_sde import dpmpp_2m_sde  # isort: skip
+from diffusion.samplers.consistency import consistency  # isort: skip
 
 #: compatibility aliases: the fits moved one layer up, to ``diffusion.fitting``; ``diffusion.samplers.<name>``
 #: still finds them, loaded on first use so that importing the samplers never imports the layer above them
@@ -67,5 +69,5 @@ def __getattr__(name: str):
 __all__ = ["sample", "SAMPLERS", "SamplerSpec", "sampler_from_config", "register_sampler", "check_sampler", "runs_on",
            "samplers_for", "MARKOV_CHAIN", "DENOISE", "SOLVER", "layout", "CountingModel", "guided", "sampler_options",
            "ddpm", "ddim", "ddpm_step", "ddim_step", "euler_maruyama", "pc", "ode", "encode", "decode",
-           "probability_flow_drift", "dpmpp_2m", "heun", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde",
+           "probability_flow_drift", "dpmpp_2m", "heun", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde", "consistency",
            "optimize_timesteps", "fit_coefficients"]

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from diffusion.consistency import ConsistencyModel
 from diffusion.errors import CheckpointError
 from diffusion.parameterization import PREDICTIONS, EpsModel
 from diffusion.preconditioning import EDMPrecond
@@ -43,12 +44,16 @@ def build_network(cfg: DictConfig) -> nn.Module:
 
 
 def build_eps_model(net: nn.Module, process: Process, cfg: DictConfig) -> EpsModel:
+    """``model(x, t) -> eps`` around ``net`` as ``cfg.prediction`` says; a consistency-distilled student
+    (``distill.method: consistency``) is wrapped once more, in ``ConsistencyModel``."""
     prediction = str(cfg.get("prediction", "eps"))
     if prediction not in PREDICTIONS:
         raise ConfigError(f"prediction={prediction!r} is not one of {', '.join(PREDICTIONS)}: set prediction=eps")
-    if prediction == "edm":
-        return EDMPrecond(net, process)
-    return EpsModel(net, process, prediction=prediction)
+    model = EDMPrecond(net, process) if prediction == "edm" else EpsModel(net, process, prediction=prediction)
+    method = OmegaConf.select(cfg, "distill.method")
+    if str(getattr(method, "value", method)) == "consistency":
+        return ConsistencyModel(model, process)
+    return model
 
 
 def build_loss(cfg: DictConfig, process: Process) -> Any:

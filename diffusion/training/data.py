@@ -74,11 +74,12 @@ class TrainBatches:
             raise TrainingError(f"the data set's {len(dataset)} images make no batch of {micro_batch} per process: "
                                 "lower trainer.batch_size")
 
-    def after(self, done: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(images, labels) micro-batches forever, starting after the run's first ``done``."""
+    def after(self, done: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(images, labels) micro-batches forever, starting after the run's first ``done``; a data set whose items
+        carry more (reflow's couplings: their x_T) yields that too, as further tensors."""
         while True:
             epoch, k = divmod(done, self.per_epoch)
             self.sampler.set_position(epoch, k * self.micro_batch)
-            for images, labels in self.loader:
-                yield images, labels
+            for batch in self.loader:
+                yield tuple(batch)
                 done += 1

@@ -22,7 +22,7 @@ import signal
 from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -70,7 +70,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path, dataset: Any, resume: dict | None = None,
-                 evaluations: Sequence[Periodic] = ()):
+                 evaluations: Sequence[Periodic] = (), loss: Callable[..., Tensor] | None = None,
+                 init_state: dict[str, Tensor] | None = None):
         self.cfg, self.run_dir = copy.deepcopy(cfg), Path(run_dir)
         self.tcfg = tc = self.cfg.trainer
         self.dist = D.current()
@@ -81,6 +82,10 @@ class Trainer:
         if self.max_steps < 0:
             raise TrainingError(f"trainer.max_steps={tc.max_steps} must be >= 0")
         self._build_model()
+        if loss is not None:  # a loss that the config cannot build (distillation: it holds the teacher)
+            self.loss_fn = loss
+        if init_state is not None and resume is None:  # a student starts from its teacher's weights
+            self.net.load_state_dict(init_state)
         self._set_precision()
         self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup)
         self.params = [p for p in self.net.parameters() if p.requires_grad]  # listed once: walking modules costs
@@ -158,13 +163,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for i in range(self.accum):
-            images, labels = next(batches)
+            images, labels, *paired = next(batches)  # paired: the x_T of each x0 (reflow's couplings)
             x0 = images.to(self.device, non_blocking=True)
+            noise = {"noise": paired[0].to(self.device, non_blocking=True)} if paired else {}
             class_labels = self._labels(labels)
             last = i == self.accum - 1
             with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
                 with self._autocast():
-                    loss = self.loss_fn(self.train_model, x0, class_labels=class_labels, generator=self.generator).float().mean()
+                    loss = self.loss_fn(self.train_model, x0, class_labels=class_labels, generator=self.generator,
+                                        **noise).float().mean()
                 self.scaler.scale(loss / self.accum).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)
@@ -268,7 +275,8 @@ class Trainer:
         return {"step": self.step, "model": self.net.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": D.gather_objects(self.rng.state()), "config": OmegaConf.to_yaml(self.cfg, resolve=True),
-                "budget_fit": {"configured": int(self.tcfg.max_steps), "max_steps": self.max_steps}}
+                "budget_fit": {"configured": int(self.tcfg.max_steps), "max_steps": self.max_steps},
+                "loss": self.loss_fn.state_dict() if hasattr(self.loss_fn, "state_dict") else {}}
 
     def save(self) -> Path | None:
         """Write ``checkpoints/ckpt_<step>.pt`` (rank 0) and keep the last ``trainer.keep_last``."""
@@ -292,6 +300,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if state.get("loss"):  # a loss with state of its own (consistency distillation's EMA target)
+            self.loss_fn.load_state_dict(state["loss"])
         fit = state.get("budget_fit") if isinstance(state.get("budget_fit"), dict) else {}
         if fit.get("configured") == self.tcfg.max_steps and isinstance(fit.get("max_steps"), int):
             self.set_max_steps(fit["max_steps"])  # the budget fit's choice holds unless trainer.max_steps changed
