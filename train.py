@@ -6,6 +6,7 @@
     python train.py experiment=ddpm_cifar10           # Ho et al. 2020's CIFAR-10 recipe (needs a GPU)
     python train.py -m process=ddpm,vpsde             # a sweep: one run folder per job
     python train.py resume=true hydra.run.dir=runs/<run>    # continue a stopped run
+    python train.py distill=consistency distill.teacher=runs/<run>   # a 1-4 step student (or distill=reflow)
     torchrun --nproc_per_node=4 train.py ...          # data-parallel (gloo on CPU, NCCL on CUDA)
 
 Configuration: configs/train.yaml and its groups, type-checked against diffusion/config.py. A bad value or an
@@ -29,26 +30,19 @@ def run(cfg: DictConfig) -> dict:
 
     from diffusion.distillation.setup import prepare_distillation
     from diffusion.evaluation.periodic import training_evaluations
-    from diffusion.runs import config_from_checkpoint
-    from diffusion.training import distributed as D
-    from diffusion.training.build import check_weights_fit
-    from diffusion.training.checkpoint import load_checkpoint, require_checkpoints
-    from diffusion.training.loop import Trainer
-    from diffusion.training.setup import (align_model_with_data, check_config, describe_run, final_report, relative,
-                                          resume_config)
     from diffusion.runlock import hold_for_job
+    from diffusion.runs.resume import resume_run
+    from diffusion.training import distributed as D
+    from diffusion.training.loop import Trainer
+    from diffusion.training.setup import align_model_with_data, check_config, describe_run, final_report, relative
     from diffusion.utils import write_text
 
     check_config(cfg)
     hydra_cfg = HydraConfig.get()
     run_dir, state = Path(hydra_cfg.runtime.output_dir), None
     hold_for_job(run_dir, "train.py", fix=f"pass another hydra.run.dir than {relative(run_dir)}")  # one writer
-    if cfg.resume:
-        state = load_checkpoint(require_checkpoints(run_dir))
-        saved = config_from_checkpoint(state, trust=cfg.trust_checkpoint_config)
-        cfg = resume_config(saved, cfg, list(hydra_cfg.overrides.task))
-        check_weights_fit(cfg, state)  # the config's network against the weights, on the meta device
-        log.info(f"resuming {state['path']} at step {state['step']}")
+    if cfg.resume:  # the checkpoint's config (allowlisted, checked against its weights) + trainer/sampler overrides
+        cfg, state = resume_run(run_dir, cfg, list(hydra_cfg.overrides.task))
     # a student of a trained run (configs/distill/): the teacher's configs, its loss, data and first weights
     cfg, student = prepare_distillation(cfg, run_dir, resuming=state is not None) if cfg.distill else (cfg, {})
     dataset = instantiate(cfg.data)

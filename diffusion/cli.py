@@ -125,8 +125,8 @@ def disk_full_error(error: BaseException) -> BaseException | None:
 def run_main(prog: str, hydra_main: Callable[[], Any], interrupted: str = "interrupted") -> int:
     """Run a @hydra.main function whose task goes through ``guarded``; print a user error, from the task or from
     composing the config, as ``<prog>: error: <one line>`` on stderr and return 2 (130 on Ctrl-C)."""
-    from diffusion import config
     from diffusion.allocator import keep_freed_memory
+    from diffusion.evaluation import config
 
     keep_freed_memory()  # CPU tensors: reuse freed blocks instead of mapping them anew (allocator.py)
     _full_error[0] = os.environ.get("HYDRA_FULL_ERROR") == "1"

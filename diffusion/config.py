@@ -192,15 +192,12 @@ def __getattr__(name: str):
 
 
 def register() -> None:
-    """Put every schema (train, sample, evaluate and the generated group schemas) into Hydra's ConfigStore and
-    register the ``run_stamp`` resolver; idempotent. ``diffusion.cli.run_main`` calls it."""
+    """Put the training schemas and the generated group schemas into Hydra's ConfigStore and register the
+    ``run_stamp`` resolver; idempotent. ``sample.py`` and ``evaluate.py``'s own schemas live with their tasks:
+    ``diffusion.evaluation.config.register`` adds them (and calls this); ``diffusion.cli.run_main`` calls that."""
     from hydra.core.config_store import ConfigStore
 
-    from diffusion.evaluation.config import EvaluateConfig, SampleConfig
-
     cs = ConfigStore.instance()
-    schemas = {**SCHEMAS, (None, "sample_schema"): SampleConfig, (None, "evaluate_schema"): EvaluateConfig,
-               **generated_schemas()}
-    for (group, name), node in schemas.items():
+    for (group, name), node in {**SCHEMAS, **generated_schemas()}.items():
         cs.store(group=group, name=name, node=node)
     OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)

@@ -161,6 +161,19 @@ class EvaluateConfig:
 COUNTS = {Task.likelihood: (32, "test images"), Task.sweep: (256, "samples per row"), Task.schedule: (None, "fitting draws")}
 
 
+def register() -> None:
+    """Every schema in Hydra's ConfigStore: the training ones and the generated groups (``diffusion.config``), and
+    ``sample_schema`` / ``evaluate_schema`` from here; idempotent. ``diffusion.cli.run_main`` calls it."""
+    from hydra.core.config_store import ConfigStore
+
+    from diffusion import config
+
+    config.register()
+    cs = ConfigStore.instance()
+    cs.store(name="sample_schema", node=SampleConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+
+
 def count(cfg: EvaluateConfig) -> int:
     """The task's ``n``: a positive count, else a one-line error (a negative n would slice [:n] and silently drop
     images)."""

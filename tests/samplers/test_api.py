@@ -146,9 +146,9 @@ def _composed(option: str) -> dict:
     """configs/sampler/<option>.yaml as sample.py composes it (its schema supplies the sampler's defaults)."""
     from hydra import compose, initialize_config_dir
 
-    from diffusion import config
+    from diffusion.evaluation import config
 
-    config.register()
+    config.register()  # sample.py's schema and the generated sampler schemas
     with initialize_config_dir(config_dir=str(CONFIGS.parent), version_base="1.3"):
         cfg = compose("sample", overrides=[f"sampler={option}", "ckpt=x"])
     return OmegaConf.to_container(cfg.sampler)
