@@ -131,7 +131,7 @@ def peer_worker(args) -> None:
     from denoising_diffusion_pytorch import GaussianDiffusion, Unet
     from ema_pytorch import EMA
 
-    from diffusion.runs.store import save_grid
+    from diffusion.runs.store import save_uint8_grid
 
     torch.manual_seed(0)
     out = Path(args.peer_out)
@@ -166,7 +166,7 @@ def peer_worker(args) -> None:
             samples.append(ema.ema_model.sample(batch_size=min(250, args.samples - lo)))
     uint8 = (torch.cat(samples).clamp(0, 1) * 255).round().to(torch.uint8)
     np.savez(out / "samples.npz", arr_0=uint8.permute(0, 2, 3, 1).numpy())
-    save_grid(uint8[:64], out / "grid.png")
+    save_uint8_grid(uint8[:64], out / "grid.png")
     params = sum(p.numel() for p in model.parameters())
     (out / "result.json").write_text(json.dumps({"steps": steps, "wall_s": wall, "params": params,
                                                  "sample_s": time.perf_counter() - begin}))

@@ -24,13 +24,18 @@ from diffusion.files import disk_full, out_of_space
 from diffusion.utils import write_atomic
 
 
-def save_grid(images: Tensor, path: str | Path) -> Path:
-    """Save images in [-1, 1] of shape (n, C, H, W) as one PNG grid (about square); written atomically."""
+def save_float_grid(images: Tensor, path: str | Path) -> Path:
+    """Save float images in [-1, 1] of shape (n, C, H, W) as one PNG grid (about square); written atomically.
+    (``runs.store.save_uint8_grid`` takes 8-bit images.)"""
     from torchvision.utils import save_image
 
     nrow = max(1, int(math.ceil(math.sqrt(images.shape[0]))))
     unit = to_unit(images)
     return write_atomic(path, lambda f: save_image(unit, f, nrow=nrow, padding=2, format="png"))
+
+
+#: the old name of ``save_float_grid``
+save_grid = save_float_grid
 
 
 def to_unit(images: Tensor) -> Tensor:
@@ -79,7 +84,7 @@ class RunLogger:
             return None
         from torchvision.utils import make_grid
 
-        path = save_grid(images, self.run_dir / "samples" / f"step_{step}.png")
+        path = save_float_grid(images, self.run_dir / "samples" / f"step_{step}.png")
         if self._writer is not None and not self._broken:
             nrow = max(1, int(math.ceil(math.sqrt(images.shape[0]))))
             with self._events():
