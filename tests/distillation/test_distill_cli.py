@@ -1,5 +1,6 @@
 """train.py distill=consistency|reflow end to end (the tiny U-Net, a few steps, one thread): the student's run folder
-names its teacher, starts from the teacher's weights, resumes bit for bit, and sample.py / evaluate.py read it."""
+names its teacher, starts from the teacher's weights, resumes bit for bit, and sample.py / evaluate.py read it.
+Subprocesses cost seconds each, so these run with -m slow; test_setup.py runs the same path in-process."""
 from __future__ import annotations
 
 import subprocess
@@ -56,6 +57,7 @@ def _same(a: dict, b: dict, key: str) -> None:
         assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
 
 
+@pytest.mark.slow
 def test_consistency_student_from_the_command_line(teachers, tmp_path):
     teacher = teachers("rectified_flow")
     proc = distill("consistency", teacher, tmp_path / "student")
@@ -79,6 +81,7 @@ def test_consistency_student_from_the_command_line(teachers, tmp_path):
     assert proc.stderr.strip().count("\n") == 0, proc.stderr        # one line
 
 
+@pytest.mark.slow
 def test_consistency_distillation_resumes_bit_exactly(teachers, tmp_path):
     """4 steps straight == 2 steps, then resume=true to 4: weights, EMA, optimizer, RNG and the EMA target."""
     teacher = teachers("rectified_flow")

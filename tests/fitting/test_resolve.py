@@ -15,7 +15,7 @@ FIT = dict(n=16, fine_steps=20, refine=0)
 
 
 def test_the_layout_is_declared_where_the_sampler_registers():
-    assert solver_layout_samplers() == ("dpmpp_2m", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde")
+    assert solver_layout_samplers() == ("dpmpp_2m", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2m_sde", "consistency")
     assert layout("ddim") == DENOISE and layout("unipc") == SOLVER
     assert grid_size("ddim", 5) == 5 and grid_size("unipc", 5) == 6
     from diffusion.samplers.gits import SOLVER_LAYOUT  # the old hand-kept tuple's path: now the registry's answer
