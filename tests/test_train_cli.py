@@ -58,11 +58,13 @@ def test_run_folder_and_printed_commands(tmp_path):
 
 @pytest.mark.parametrize("override, says", [
     ("trainer.lr=abc", "trainer.lr=abc"),
-    ("trainer.nope=1", "'nope' not in 'TrainerConfig'"),
+    pytest.param("trainer.nope=1", "'nope' not in 'TrainerConfig'", marks=pytest.mark.slow),
     ("lr=1e-3", "Key 'lr' not in 'TrainConfig' (did you mean trainer.lr?)"),   # a schema section's key
     ("process=foo", "available: ddpm, edm, rectified_flow, subvpsde, vesde, vpsde"),
-    ("sampler=fewstep", "timesteps=fitted (a grid fitted to the run) is resolved by sample.py's task=sample alone"),
-    ("sampler=ipndm sampler.coefficients=fitted", "coefficients=fitted (iPNDM weights fitted to the run) is resolved"),
+    pytest.param("sampler=fewstep", "timesteps=fitted (a grid fitted to the run) is resolved by sample.py's task=sample alone",
+                 marks=pytest.mark.slow),
+    pytest.param("sampler=ipndm sampler.coefficients=fitted",
+                 "coefficients=fitted (iPNDM weights fitted to the run) is resolved", marks=pytest.mark.slow),
     ("sampler=unipc sampler.order=7", "order must be 1, 2 or 3, got 7"),  # the grids' sampler, before step 1
 ])
 def test_config_errors_are_one_line(tmp_path, override, says):
@@ -105,6 +107,7 @@ def test_sigterm_saves_a_checkpoint_then_resume_continues(tmp_path):
     assert changed.returncode == 2 and "changes process" in changed.stderr
 
 
+@pytest.mark.slow
 def test_multirun_sweep_gives_each_job_a_folder(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_train("-m", *TINY, "trainer.max_steps=2", "trainer.sample_every=0", "process=ddpm,vpsde",

@@ -134,6 +134,7 @@ def test_not_a_zip_and_labels_beyond_num_classes(tmp_path):
         NpzImages(path, num_classes=3)
 
 
+@pytest.mark.slow  # the same one line is checked in-process above
 def test_train_py_missing_file_is_one_line(tmp_path):
     env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), "model=unet_tiny", "trainer=smoke", "data=npz",

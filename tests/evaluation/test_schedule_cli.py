@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def test_schedule_then_sample(cli, vp_run, tmp_path):
@@ -38,6 +39,7 @@ def test_bad_schedule_file_is_one_line(cli, vp_run, tmp_path):
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and "task=schedule" in stderr, stderr
 
 
+@pytest.mark.slow
 def test_sweep_runs_fitted_grids_beside_the_fixed_ones(cli, vp_run, tmp_path):
     """sweep.fitted=true: each (sampler, steps) also walks the grid task=schedule fits (fitted once into
     <out>/schedules/<sampler>_<steps>.json, read back on the next sweep), in a row named '<sampler> fitted'."""
@@ -122,6 +124,7 @@ def test_fitted_weights_from_the_command_line(cli, vp_run, tmp_path):
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and "sampler.timesteps=fitted" in stderr, stderr
 
 
+@pytest.mark.slow
 def test_sweep_walks_fitted_weights_on_the_fitted_grid(cli, vp_run, tmp_path):
     """sweep.options={ipndm:{coefficients:fitted}}: the 'ipndm fitted' row walks the fitted grid with the fitted
     weights, the fixed row Adams-Bashforth's; without sweep.fitted=true it is one line."""

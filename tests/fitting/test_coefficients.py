@@ -133,6 +133,7 @@ def test_a_file_without_weights_says_how_to_fit_them(tmp_path):
         load_coefficients(path)
 
 
+@pytest.mark.slow
 def test_refining_the_grid_refits_the_weights():
     """optimize_timesteps(refine>0, options={"coefficients": "fitted"}) moves the grid while iPNDM's held-out error
     with weights refitted for each trial grid falls. On a 2-D mixture at 6 NFE (DDPM), the refined grid with its

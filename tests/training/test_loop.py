@@ -217,6 +217,7 @@ def test_budget_fit_lowers_max_steps_to_what_the_time_allows(tmp_path):
     assert trainer.lr_at(last) == 0.0 and trainer.lr_at(last - 10) > 0.0   # the cosine now reaches its floor there
 
 
+@pytest.mark.slow  # timed: a loaded machine can shift the fit
 def test_budget_fit_in_a_run_is_saved_with_the_checkpoint(tmp_path):
     """A 3-second budget cannot hold 100,000 tiny steps: the run trains the fitted number (timed over its first
     steps) and its checkpoints carry it, so a resumed run keeps the same schedule; fit_budget=false keeps it."""
