@@ -109,9 +109,14 @@ def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
     elif stopped_by == "signal":
         lines.append(f"Stopped ({summary['signal']}) at step {summary['step']} and saved {saved}. "
                      f"Continue with:\n  python train.py resume=true hydra.run.dir={where}")
+    # a consistency student samples with its own sampler and has no ODE likelihood (evaluation/tasks.py says why)
+    method = OmegaConf.select(cfg, "distill.method", default=None)
+    student = getattr(method, "value", method) == "consistency"
+    likelihood = ("none (a consistency model defines no probability-flow ODE; evaluate its teacher)" if student
+                  else f"python evaluate.py ckpt={where} task=likelihood")
     lines.append(f"\nRun folder:  {where}\n"
-                 f"Sample:      python sample.py ckpt={where} sampler=dpmpp_2m\n"
-                 f"Likelihood:  python evaluate.py ckpt={where} task=likelihood\n"
+                 f"Sample:      python sample.py ckpt={where} sampler={'consistency' if student else 'dpmpp_2m'}\n"
+                 f"Likelihood:  {likelihood}\n"
                  f"TensorBoard: tensorboard --logdir {where}/tb")
     return "\n".join(lines)
 
