@@ -121,3 +121,13 @@ def test_cifar10_cpu_recipe():
     build_loss(cfg, build_process(cfg))
     shared = compose_train("experiment=cifar10_cpu", "data=npz", "data.path=x.npz")   # how the benchmark reaches the
     assert shared.data._target_ == "diffusion.data.NpzImages" and shared.trainer.max_minutes == 30  # shared images
+
+
+@pytest.mark.parametrize("method", ["consistency", "reflow"])
+def test_a_distillation_runs_ten_minutes_unless_a_trainer_option_says_otherwise(method):
+    """distill=<method>: the issue's 10 minutes, the steps fitted to them (max_steps only a cap); trainer=smoke,
+    listed after it, still makes a few-step run of it (the tests' and the benchmark's smoke mode)."""
+    t = compose_train(f"distill={method}", "distill.teacher=runs/x").trainer
+    assert (t.max_minutes, t.fit_budget) == (10, True) and t.max_steps >= 10_000
+    t = compose_train(f"distill={method}", "distill.teacher=runs/x", "trainer=smoke").trainer
+    assert (t.max_steps, t.max_minutes) == (4, 0)
