@@ -39,10 +39,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.lib import ddp_peer  # noqa: E402
+from benchmarks.lib.ddp_peer import thread_env  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "data" / "cifar10"
 RECORD = ROOT / "benchmarks" / "cifar10_cpu.md"
 GRIDS = ROOT / "benchmarks" / "cifar10_cpu"
-PEER_DIMS = (8, 12, 16, 20, 24, 32, 48, 64)
 
 
 def cpu_model() -> str:
@@ -63,12 +65,6 @@ def load_average() -> str:
 def read_split(path: Path) -> tuple[torch.Tensor, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
         return torch.from_numpy(f["images"]).permute(0, 3, 1, 2).contiguous(), f["labels"]
-
-
-def thread_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", **(extra or {}))
-    return env
 
 
 # ---- ours ---------------------------------------------------------------------------------------------------------
@@ -126,87 +122,18 @@ def our_parameter_count(overrides: list[str]) -> int:
 
 # ---- the peer -----------------------------------------------------------------------------------------------------
 
-def peer_worker(args) -> None:
-    """Runs under PYTHONPATH=<peer path>: train the peer for args.minutes of wall time, sample, write samples.npz."""
-    from denoising_diffusion_pytorch import GaussianDiffusion, Unet
-    from ema_pytorch import EMA
-
-    from diffusion.runs.store import save_uint8_grid
-
-    torch.manual_seed(0)
-    out = Path(args.peer_out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = Unet(dim=args.peer_dim, dim_mults=(1, 2, 4, 8), flash_attn=False)
-    diffusion = GaussianDiffusion(model, image_size=32, timesteps=1000, sampling_timesteps=args.peer_steps)
-    ema = EMA(diffusion, beta=0.995, update_every=10)
-    opt = torch.optim.Adam(diffusion.parameters(), lr=8e-5, betas=(0.9, 0.99))
-    images, _ = read_split(Path(args.train))
-    data = images.float() / 255  # the peer normalizes [0, 1] -> [-1, 1] itself (auto_normalize)
-    generator = torch.Generator().manual_seed(0)
-    batch, accumulate = 32, 2
-    steps, start = 0, time.perf_counter()
-    deadline = start + 60 * args.minutes[0]  # the worker trains for one budget
-    while time.perf_counter() < deadline:
-        for _ in range(accumulate):
-            x = data[torch.randint(len(data), (batch,), generator=generator)]
-            flip = torch.rand(batch, generator=generator) < 0.5
-            x[flip] = x[flip].flip(-1)
-            (diffusion(x) / accumulate).backward()
-        torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-        ema.update()
-        steps += 1
-    wall = time.perf_counter() - start
-    begin = time.perf_counter()
-    ema.ema_model.eval()
-    samples = []
-    with torch.inference_mode():
-        for lo in range(0, args.samples, 250):
-            samples.append(ema.ema_model.sample(batch_size=min(250, args.samples - lo)))
-    uint8 = (torch.cat(samples).clamp(0, 1) * 255).round().to(torch.uint8)
-    np.savez(out / "samples.npz", arr_0=uint8.permute(0, 2, 3, 1).numpy())
-    save_uint8_grid(uint8[:64], out / "grid.png")
-    params = sum(p.numel() for p in model.parameters())
-    (out / "result.json").write_text(json.dumps({"steps": steps, "wall_s": wall, "params": params,
-                                                 "sample_s": time.perf_counter() - begin}))
-
-
-def peer_dim(target: int, peer_path: str) -> int:
-    """The Unet ``dim`` (dim_mults (1, 2, 4, 8)) whose parameter count is nearest ``target``."""
-    code = ("import json, sys; from denoising_diffusion_pytorch import Unet; "
-            f"print(json.dumps({{d: sum(p.numel() for p in Unet(dim=d, dim_mults=(1, 2, 4, 8)).parameters()) "
-            f"for d in {PEER_DIMS}}}))")
-    proc = subprocess.run([sys.executable, "-c", code], env=thread_env(1, {"PYTHONPATH": peer_path}),
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"cannot import denoising_diffusion_pytorch from {peer_path} (pip install --no-deps --target "
-                 f"{peer_path} denoising-diffusion-pytorch ema-pytorch accelerate): {proc.stderr.strip()[-300:]}")
-    counts = {int(d): n for d, n in json.loads(proc.stdout).items()}
-    return min(counts, key=lambda d: abs(counts[d] - target))
-
-
 def run_peer(minutes: float, out: Path, args, dim: int) -> dict:
     folder = out / f"peer_{minutes:g}min"
     shutil.rmtree(folder, ignore_errors=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "--peer-worker", "--minutes", str(minutes),
-               "--peer-out", str(folder), "--peer-dim", str(dim), "--peer-steps", str(args.peer_steps),
-               "--samples", str(args.samples), "--train", str(args.train)]
     print(f"[peer {minutes:g} min] denoising-diffusion-pytorch Unet(dim={dim}, dim_mults=(1, 2, 4, 8))", flush=True)
     start = time.perf_counter()
-    proc = subprocess.run(command, cwd=ROOT, env=thread_env(args.threads, {"PYTHONPATH": f"{args.peer_path}:{ROOT}"}),
-                          capture_output=True, text=True)
-    (out / f"peer_{minutes:g}min_output.txt").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        sys.exit(f"the peer run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result = json.loads((folder / "result.json").read_text())
-    with np.load(folder / "samples.npz", allow_pickle=False) as f:
-        images = torch.from_numpy(f["arr_0"]).permute(0, 3, 1, 2).contiguous()
+    result = ddp_peer.run(Path(args.train), minutes, folder, dim=dim, dim_mults=(1, 2, 4, 8), steps=args.peer_steps,
+                          samples=args.samples, flip=True, peer_path=args.peer_path, threads=args.threads)
     return {"who": "peer", "minutes": minutes, "wall_s": time.perf_counter() - start - result["sample_s"],
             "steps": result["steps"], "batch": 64, "precision": "fp32", "params": result["params"],
-            "sampler": f"DDIM {args.peer_steps} steps", "sample_s": result["sample_s"], "images": images,
+            "sampler": f"DDIM {args.peer_steps} steps", "sample_s": result["sample_s"], "images": result["images"],
             "what": f"denoising-diffusion-pytorch GaussianDiffusion (pred_v, sigmoid schedule), Unet(dim={dim}, "
-                    "dim_mults=(1, 2, 4, 8))", "grid": folder / "grid.png"}
+                    "dim_mults=(1, 2, 4, 8))", "grid": result["grid"]}
 
 
 # ---- scoring and the record ---------------------------------------------------------------------------------------
@@ -248,13 +175,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "cifar10_cpu_benchmark")
     parser.add_argument("--set", nargs="*", default=[], help="train.py overrides for our runs")
     parser.add_argument("--record", action="store_true")
-    parser.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--peer-out", help=argparse.SUPPRESS)
-    parser.add_argument("--peer-dim", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.peer_worker:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-        return peer_worker(args)
     for path in (args.train, args.test):
         if not Path(path).is_file():
             sys.exit(f"{path} not found: the shared CIFAR-10 arrays (../shared/data/cifar10) or --train/--test")
@@ -266,7 +187,8 @@ def main() -> None:
     scorer = build_scorer(args)
     floor = scorer.floor(args.samples)  # real images at the same n as the samples (FID is biased at small n)
     params = our_parameter_count(args.set)
-    dim = peer_dim(params, args.peer_path) if args.only in ("peer", "both") else None
+    dim = (ddp_peer.nearest_dim(params, args.peer_path, (1, 2, 4, 8), 3) if args.only in ("peer", "both")
+           else None)
     rows = []
     for minutes in args.minutes:
         for who in (("ours", "peer") if args.only == "both" else (args.only,)):

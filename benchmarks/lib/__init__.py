@@ -9,4 +9,5 @@
 - ``fitting``: the fitted grids and iPNDM weights of the few-step rows (the one module that imports the fits).
 - ``fewstep``: the few-step head to head's rows, its recorded numbers and its tables and aims.
 - ``hutchpp``: the prototype Hutch++ divergence for ``ode_nll``.
+- ``ddp_peer``: lucidrains' denoising-diffusion-pytorch trained for a wall-time budget on an image array.
 """
