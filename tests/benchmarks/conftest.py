@@ -1,5 +1,6 @@
-"""The benchmarks' shared library (benchmarks/lib), loaded by its path: it is not installed, and under pytest's
-importlib mode the name ``benchmarks`` is this test folder. Its modules import each other relatively."""
+"""The benchmarks' shared library (benchmarks/lib) and scripts, loaded by their paths: they are not installed, and
+under pytest's importlib mode the name ``benchmarks`` is this test folder. The library's modules import each other
+relatively."""
 from __future__ import annotations
 
 import importlib
@@ -7,10 +8,12 @@ import importlib.util
 import sys
 import types
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-LIB = Path(__file__).resolve().parents[2] / "benchmarks" / "lib"
+SCRIPTS = Path(__file__).resolve().parents[2] / "benchmarks"
+LIB = SCRIPTS / "lib"
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +27,15 @@ def bench_lib() -> types.ModuleType:
     for name in ("fewstep", "hutchpp", "report", "targets"):
         importlib.import_module(f"benchmarks_lib.{name}")
     return sys.modules["benchmarks_lib"]
+
+
+@pytest.fixture(scope="session")
+def bench_script() -> Callable[[str], types.ModuleType]:
+    """A loader of one script of ``benchmarks/`` by its file name (``bench_script("gpu.py")``), as a module whose
+    ``main(argv)`` the tests call in-process."""
+    def load(name: str) -> types.ModuleType:
+        spec = importlib.util.spec_from_file_location(f"benchmark_{Path(name).stem}", SCRIPTS / name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

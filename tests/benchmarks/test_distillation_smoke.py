@@ -3,26 +3,15 @@ unet_tiny teacher of 4 steps, 2-step consistency and reflow students, 16 samples
 and a half on 2 cores: slow)."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("distillation_benchmark", REPO / "benchmarks" / "distillation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_record_replaces_only_its_own_section(tmp_path):
-    bench = load_script()
+def test_the_record_replaces_only_its_own_section(tmp_path, bench_script):
+    bench = bench_script("distillation.py")
     record = tmp_path / "distillation.md"
     toy = "## Consistency distillation's recipe on exact teachers\n\ntoy table\n"
     record.write_text(f"# Distillation\n\n{toy}")
@@ -36,8 +25,8 @@ def test_the_record_replaces_only_its_own_section(tmp_path):
     assert text == f"# Distillation\n\n{bench.BEGIN}\n## second\n{bench.END}\n\n{toy}"
 
 
-def test_the_aims_compare_the_best_sampler_of_each_method_with_the_ode_limit():
-    bench = load_script()
+def test_the_aims_compare_the_best_sampler_of_each_method_with_the_ode_limit(bench_script):
+    bench = bench_script("distillation.py")
     rows = [("teacher: ODE limit (dpmpp_3m)", 100, 10.0), ("teacher: ipndm, fitted grid + weights", 2, 50.0),
             ("consistency: consistency", 1, 26.0), ("consistency: consistency", 2, 14.0),
             ("reflow: ddim (Euler)", 1, 24.0), ("reflow: ddim (Euler)", 2, 40.0), ("reflow: dpmpp_2m", 2, 29.0)]
@@ -53,9 +42,9 @@ def test_the_aims_compare_the_best_sampler_of_each_method_with_the_ode_limit():
     assert "- 2 NFE, consistency: 3.10x (aim <= 3x): **missed**; 0.62x the teacher's fitted solver there" in lines
 
 
-@pytest.mark.slow  # three train.py runs, two grid fits and eight sample sets: about 1.5 minutes on 2 cores
-def test_smoke_writes_every_row(tmp_path):
-    bench = load_script()
+@pytest.mark.slow  # three train.py runs, three grid fits and nine sample sets: about 1.5 minutes on 2 cores
+def test_smoke_writes_every_row(tmp_path, bench_script):
+    bench = bench_script("distillation.py")
     before, threads = bench.RECORD.read_text(), torch.get_num_threads()
     try:
         results = bench.main(["--smoke", "--out", str(tmp_path)])
@@ -68,12 +57,12 @@ def test_smoke_writes_every_row(tmp_path):
     for nfe in (1, 2):
         expected += [("teacher: ipndm, fitted grid + weights", nfe), ("consistency: consistency", nfe),
                      ("reflow: ddim (Euler)", nfe)]
-    expected.append(("reflow: dpmpp_2m", 2))
+    expected += [("reflow: dpmpp_2m", 2), ("reflow: ipndm, fitted grid + weights", 2)]
     table = re.findall(r"^\| ([a-z][^|]*?) \| (\d+) \| ([\d.]+) \| ([\d.]+) ± [\d.]+ \| ([\d.]+) \|", text, re.M)
     assert [(row, int(nfe)) for row, nfe, *_ in table] == expected   # every row, each run at its NFE
     assert all(math.isfinite(float(fd)) and float(fd) > 0 for _, _, fd, _, _ in table)
     assert float(table[0][4]) == 1.0                                 # the ODE limit is the unit
-    assert re.search(r"^\| real test digits \(floor\) \| \| [\d.]+ \|", text, re.M)
+    assert re.search(r"^\| real training digits against the test split \(floor\) \| \| [\d.]+ \|", text, re.M)
     # the cost table: 2 student steps each; the teacher's calls: 2 x batch 8 x heun's 2, and 16 pairs x 2 NFE
     assert "| consistency | " in text and "| 2 | 32 (2 steps x batch 8 x 2 (heun)) |" in text
     assert "| reflow | " in text and "| 2 | 32 (16 pairs x 2 NFE) |" in text

@@ -3,7 +3,6 @@ The fast test runs the step table, sampling throughput, the scoring and the reco
 slow one also runs both few-minute trainings (a few steps each) through train.py and sample.py."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,15 +16,8 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_gpu_script():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_smoke_without_trainings_writes_every_table_and_scores(tmp_path):
-    gpu = load_gpu_script()
+def test_smoke_without_trainings_writes_every_table_and_scores(tmp_path, bench_script):
+    gpu = bench_script("gpu.py")
     record = gpu.RECORD.read_text() if gpu.RECORD.is_file() else None
     results = gpu.main(["--smoke", "--no-train", "--out", str(tmp_path)])
     steps = results["steps"]
