@@ -97,7 +97,7 @@ def _file_id(path: Path) -> str:
     return sha256_of(path)[:16]
 
 
-PROBE = 4  # images timed (after as many to warm up) to say how long a long feature pass will take before it runs
+PROBE = 4  # images to warm up on before one batch is timed to say how long a long feature pass will take
 
 
 def _duration(seconds: float) -> str:
@@ -111,7 +111,7 @@ def inception_features(net: torch.nn.Module, images: Tensor, batch_size: int = 1
     """2048-d features (n, 2048), float64, of uint8 images (n, C, H, W) with C = 1 or 3.
 
     With ``what`` (e.g. "Inception statistics of 1,000 reference images (once; cached in ...)"): time the first
-    few images, ``log`` what it computes and about how long it will take, then show a tqdm bar."""
+    batch, ``log`` what it computes and about how long it will take, then show a tqdm bar."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"FID takes uint8 images (N, 1 or 3, H, W), got {images.dtype} {tuple(images.shape)}")
 
@@ -122,12 +122,14 @@ def inception_features(net: torch.nn.Module, images: Tensor, batch_size: int = 1
         return net(x)[0].double().cpu()
 
     out, start, bar = [], 0, None
-    if what is not None and len(images) > 2 * PROBE:
+    if what is not None and len(images) > PROBE + batch_size:
         out.append(run(images[:PROBE]))  # the first call also pays one-time costs: warm up on it, time the next
+        # time one whole batch, as the pass runs them: a few images per call ran 1.5x faster per image than batches
+        # of 50 on a CPU, and the estimate said 84 s for a 129 s pass
         began = time.perf_counter()
-        out.append(run(images[PROBE:2 * PROBE]))
-        start = 2 * PROBE
-        estimate = (time.perf_counter() - began) * len(images) / PROBE
+        out.append(run(images[PROBE:PROBE + batch_size]))
+        start = PROBE + batch_size
+        estimate = (time.perf_counter() - began) * (len(images) - PROBE) / batch_size
         where = "GPU" if str(device).startswith("cuda") else "CPU"
         (log or _stderr)(f"computing {what}: about {_duration(estimate)} on this {where}")
         from tqdm.auto import tqdm
