@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -40,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.lib import ddp_peer  # noqa: E402
+from benchmarks.lib.report import load_average  # noqa: E402
 from benchmarks.lib.ddp_peer import thread_env  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "cifar10"
@@ -56,10 +56,6 @@ def cpu_model() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def read_split(path: Path) -> tuple[torch.Tensor, np.ndarray]:

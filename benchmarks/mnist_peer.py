@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import shutil
 import subprocess
 import sys
@@ -33,14 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.lib import ddp_peer  # noqa: E402
+from benchmarks.lib.report import load_average  # noqa: E402
 from diffusion.device import describe_machine  # noqa: E402
 
 RECORD = ROOT / "benchmarks" / "mnist_peer.md"
 GRIDS = ROOT / "benchmarks" / "mnist_peer"
-
-
-def load_average() -> str:
-    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def train_default(out: Path, threads: int) -> tuple[Path, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import shlex
 import sys
@@ -31,6 +32,11 @@ def note(msg: str) -> None:
 def machine() -> str:
     return (f"Machine: {describe_machine()} ({torch.get_num_threads()} torch threads), torch {torch.__version__}, "
             f"Python {platform.python_version()}, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}.")
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, "1.9 / 1.8 / 1.6": a timed record says how busy the machine was."""
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def command(argv: list[str] | None = None) -> str:

@@ -50,10 +50,14 @@ def build_eps_model(net: nn.Module, process: Process, cfg: DictConfig) -> EpsMod
     if prediction not in PREDICTIONS:
         raise ConfigError(f"prediction={prediction!r} is not one of {', '.join(PREDICTIONS)}: set prediction=eps")
     model = EDMPrecond(net, process) if prediction == "edm" else EpsModel(net, process, prediction=prediction)
-    method = OmegaConf.select(cfg, "distill.method")
-    if str(getattr(method, "value", method)) == "consistency":
-        return ConsistencyModel(model, process)
-    return model
+    return ConsistencyModel(model, process) if is_consistency_student(cfg) else model
+
+
+def is_consistency_student(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` is a consistency-distilled student's (``distill.method: consistency``): its network is f, not
+    a score, so it samples with ``sampler=consistency`` and has no ODE likelihood."""
+    method = OmegaConf.select(cfg, "distill.method", default=None)
+    return str(getattr(method, "value", method)) == "consistency"
 
 
 def build_loss(cfg: DictConfig, process: Process) -> Any:

@@ -110,8 +110,9 @@ def final_report(summary: dict, cfg: DictConfig, where: str) -> str:
         lines.append(f"Stopped ({summary['signal']}) at step {summary['step']} and saved {saved}. "
                      f"Continue with:\n  python train.py resume=true hydra.run.dir={where}")
     # a consistency student samples with its own sampler and has no ODE likelihood (evaluation/tasks.py says why)
-    method = OmegaConf.select(cfg, "distill.method", default=None)
-    student = getattr(method, "value", method) == "consistency"
+    from diffusion.training.build import is_consistency_student
+
+    student = is_consistency_student(cfg)
     likelihood = ("none (a consistency model defines no probability-flow ODE; evaluate its teacher)" if student
                   else f"python evaluate.py ckpt={where} task=likelihood")
     lines.append(f"\nRun folder:  {where}\n"
