@@ -205,7 +205,8 @@ def main() -> None:
         grids = []
         for r in rows:
             source = r.get("grid") or out / f"ours_{r['minutes']:g}min" / "bench_samples" / "grid.png"
-            target = GRIDS / f"{stamp}_{r['who']}_{r['minutes']:g}min.png"
+            # the run folder's time in the name: several records a day must not share (overwrite) one file
+            target = GRIDS / f"{out.name}_{r['who']}_{r['minutes']:g}min.png"
             shutil.copyfile(source, target)
             grids.append(f"![{r['who']} {r['minutes']:g} min]({GRIDS.name}/{target.name})")
         whats = sorted({f"- {r['who']}: {r['what']}" for r in rows})
