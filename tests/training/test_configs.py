@@ -107,7 +107,8 @@ def test_recipes(name):
 
 def test_cifar10_cpu_recipe():
     """experiment=cifar10_cpu: the users' default data (torchvision CIFAR-10), a 30-minute budget fitted by
-    fit_budget, precision chosen by timing (never forced bf16 on a CPU), rectified flow on a 2.86M U-Net."""
+    fit_budget, precision chosen by timing (never forced bf16 on a CPU), rectified flow with logit-normal training
+    times on a 2.86M U-Net."""
     cfg = compose_train("experiment=cifar10_cpu")
     t = cfg.trainer
     assert cfg.data._target_ == "diffusion.data.CIFAR10" and cfg.data.flip
@@ -115,6 +116,7 @@ def test_cifar10_cpu_recipe():
     assert t.bpd_every == 0 and t.sample_every > 0                # the final grid, no bits/dim inside the budget
     resolve_formulation(cfg)
     assert (cfg.process._target_, cfg.prediction) == ("diffusion.processes.RectifiedFlow", "velocity")
+    assert build_process(cfg).t_sampling == "logit_normal"
     net = instantiate(cfg.model)
     assert 2.8e6 < sum(p.numel() for p in net.parameters()) < 2.9e6
     assert net(torch.zeros(2, 3, 32, 32), torch.zeros(2)).shape == (2, 3, 32, 32)
