@@ -68,6 +68,7 @@ def read_split(path: Path) -> tuple[torch.Tensor, np.ndarray]:
 def run_ours(minutes: float, out: Path, args, params: int) -> dict:
     from omegaconf import OmegaConf
 
+    from diffusion.runs.store import read_manifest
     from diffusion.training.checkpoint import load_checkpoint
 
     run = out / f"ours_{minutes:g}min"
@@ -93,17 +94,12 @@ def run_ours(minutes: float, out: Path, args, params: int) -> dict:
         sys.exit(f"sample.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     with np.load(run / "bench_samples" / "samples.npz", allow_pickle=False) as f:
         images = torch.from_numpy(f["arr_0"]).permute(0, 3, 1, 2).contiguous()
+    sample_s = time.perf_counter() - begin
+    drawn = read_manifest(run / "bench_samples")  # what sample.py drew with, not what the run's config names
     return {"who": "ours", "minutes": minutes, "wall_s": wall, "steps": int(state["step"]),
             "batch": int(cfg.trainer.batch_size), "precision": str(cfg.trainer.precision), "params": params,
-            "sampler": manifest_sampler(run / "bench_samples"), "sample_s": time.perf_counter() - begin,
+            "sampler": f"{drawn['sampler']} {drawn['steps']} steps", "sample_s": sample_s,
             "images": images, "what": f"{cfg.process._target_.rsplit('.', 1)[1]}, {_unet(cfg.model)}"}
-
-
-def manifest_sampler(folder: Path) -> str:
-    """The sampler and steps that drew ``folder``'s samples, from sample.py's manifest (what ran, not what the run's
-    config names: sample.py draws with its own default sampler unless told)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return f"{manifest['sampler']} {manifest['steps']} steps"
 
 
 def _unet(model) -> str:

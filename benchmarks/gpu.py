@@ -197,6 +197,7 @@ def train_and_sample(args, experiment: str, data: Path, work: Path, out: Path, d
     wall = time.perf_counter() - began
     if proc.returncode != 0:
         return {"experiment": experiment, "note": f"train.py failed: {proc.stderr.strip().splitlines()[-1:]}"}
+    from diffusion.runs.store import read_manifest
     from diffusion.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(run)
@@ -217,15 +218,8 @@ def train_and_sample(args, experiment: str, data: Path, work: Path, out: Path, d
     shutil.copyfile(run / "bench" / "grid.png", out / f"{experiment}_grid.png")
     return {"experiment": experiment, "steps": int(state["step"]), "batch": int(cfg.trainer.batch_size),
             "precision": str(cfg.trainer.precision), "train_wall_s": wall, "sample_s": sample_s,
-            "sampler": sampled_with(run / "bench"), "n": args.samples,
+            "sampler": "{sampler} {steps}".format(**read_manifest(run / "bench")), "n": args.samples,
             "samples": f"{experiment}_samples.npz", "grid": f"{experiment}_grid.png", "device": device}
-
-
-def sampled_with(folder: Path) -> str:
-    """The sampler and steps that drew ``folder``'s samples, from sample.py's manifest (sample.py draws with its own
-    default sampler unless told, not with the run's)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return f"{manifest['sampler']} {manifest['steps']}"
 
 
 # ---- 4. scores ------------------------------------------------------------------------------------------------------

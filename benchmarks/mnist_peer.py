@@ -5,8 +5,8 @@ minutes, the same scores.
     python benchmarks/mnist_peer.py --run runs/<run> --seconds S     # or an existing default run that took S s
 
 Ours: ``python train.py`` (no arguments: the default run), timed as a whole command (start-up, training, final
-grid and bits/dim), then ``--samples`` digits from its EMA weights with the run's own sampler (``cfg.sampler``, what
-``sample.py ckpt=<run>`` draws). The peer (``benchmarks/lib/ddp_peer.py``): its README's ``Unet`` +
+grid and bits/dim), then ``--samples`` digits from its EMA weights with the run's own sampler (``cfg.sampler``, drawn
+in-process: ``sample.py ckpt=<run>`` would draw with sample.yaml's default, DDIM, unless given ``sampler=``). The peer (``benchmarks/lib/ddp_peer.py``): its README's ``Unet`` +
 ``GaussianDiffusion`` with the ``Trainer`` example's settings, ``Unet(dim, dim_mults=(1, 2, 4), channels=1)`` (28
 pixels take two halvings) with ``dim`` nearest our parameter count, no flips (the default run has none), trained on
 the MNIST5k train split for as many seconds as our whole command took (its start-up not counted: the peer is given

@@ -137,6 +137,12 @@ def load_images(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
     raise EvaluationError(f"no samples at {p}: pass samples=<file.npz> or samples=<folder of images>")
 
 
+def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``manifest.json`` a ``BatchStore`` wrote in ``out_dir``: what drew its samples (checkpoint, sampler,
+    steps, options, seed, batch size), which may differ from what the run's config names."""
+    return json.loads((Path(out_dir) / "manifest.json").read_text())
+
+
 class BatchStore:
     """Batches of samples in ``<out>/batches/``: written one file per batch, skipped when present, gathered at the end."""
 
@@ -149,7 +155,7 @@ class BatchStore:
     def open(self) -> "BatchStore":
         """Create the folder, or check that the batches already there were made with the same settings."""
         if self.manifest_path.exists():
-            old = json.loads(self.manifest_path.read_text())
+            old = read_manifest(self.out_dir)
             differs = sorted(k for k in set(old) | set(self.manifest) if old.get(k) != self.manifest.get(k))
             if differs:
                 raise EvaluationError(f"{self.out_dir} holds samples made with other settings ({', '.join(differs)} differ): "

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion.runs.store import BatchStore, load_images, save_grid, save_npz, save_uint8_grid, to_uint8
+from diffusion.runs.store import BatchStore, load_images, read_manifest, save_grid, save_npz, save_uint8_grid, to_uint8
 
 
 def test_to_uint8_inverts_the_data_scaling():
@@ -72,6 +72,7 @@ def test_batch_store_refuses_other_settings(tmp_path):
     with pytest.raises(ValueError, match="seed differ"):
         BatchStore(tmp_path, {"sampler": "ddim", "seed": 1}).open()
     assert json.loads((tmp_path / "manifest.json").read_text()) == {"sampler": "ddim", "seed": 0}
+    assert read_manifest(tmp_path) == {"sampler": "ddim", "seed": 0}  # the reader the benchmarks label rows with
 
 
 def test_batch_store_gathers_in_order_and_redoes_damaged_batches(tmp_path):
